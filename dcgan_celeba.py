@@ -1,0 +1,296 @@
+"""DCGAN on celebrity faces: the official PyTorch "DCGAN Tutorial" as one script.
+
+Follows https://pytorch.org/tutorials/beginner/dcgan_faces_tutorial.html: the same networks,
+initialisation, losses, optimizers, defaults and training loop, in the same order and with the
+same names. What differs is only mechanics that do not change the math: the images are decoded
+once and batched from memory, numbers stay on the device between log lines, and the run can be
+stopped and resumed bit for bit.
+
+    python dcgan_celeba.py --dataroot data/celeba            # data/celeba/img_align_celeba/*.jpg
+    python dcgan_celeba.py --fake-data --epochs 1            # a smoke run with no dataset
+"""
+import argparse
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.optim as optim
+
+import common
+
+# Number of channels in the training images. For color images this is 3
+nc = 3
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common.add_common_args(parser, dataroot="data/celeba", epochs=5, batch_size=128, workers=2, seed=999)
+    parser.add_argument("--image-size", type=common.positive_int, default=64,
+                        help="spatial size of training images (the tutorial's nets make 64x64 only)")
+    parser.add_argument("--nz", type=common.positive_int, default=100, help="size of z latent vector")
+    parser.add_argument("--ngf", type=common.positive_int, default=64, help="size of feature maps in generator")
+    parser.add_argument("--ndf", type=common.positive_int, default=64, help="size of feature maps in discriminator")
+    parser.add_argument("--lr", type=common.positive_float, default=0.0002, help="learning rate for optimizers")
+    parser.add_argument("--beta1", type=common.beta, default=0.5, help="beta1 hyperparameter for Adam optimizers")
+    parser.add_argument("--ngpu", type=common.nonnegative_int, default=1,
+                        help="number of GPUs available; 0 trains on the CPU, >1 uses nn.DataParallel")
+    args = parser.parse_args(argv)
+    if args.image_size != 64:
+        parser.error(f"argument --image-size: the tutorial's networks make 64x64 images only, got "
+                     f"{args.image_size}; leave --image-size at 64 (images of any size are resized to it).")
+    return args
+
+
+# Generator Code
+class Generator(nn.Module):
+    def __init__(self, ngpu, nz=100, ngf=64):
+        super().__init__()
+        self.ngpu = ngpu
+        self.main = nn.Sequential(
+            # input is Z, going into a convolution
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * 8),
+            nn.ReLU(True),
+            # state size. (ngf*8) x 4 x 4
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 4),
+            nn.ReLU(True),
+            # state size. (ngf*4) x 8 x 8
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(True),
+            # state size. (ngf*2) x 16 x 16
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.ReLU(True),
+            # state size. (ngf) x 32 x 32
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+            nn.Tanh()
+            # state size. (nc) x 64 x 64
+        )
+
+    def forward(self, input):
+        return self.main(input)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, ngpu, ndf=64):
+        super().__init__()
+        self.ngpu = ngpu
+        self.main = nn.Sequential(
+            # input is (nc) x 64 x 64
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            # state size. (ndf) x 32 x 32
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2, inplace=True),
+            # state size. (ndf*2) x 16 x 16
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True),
+            # state size. (ndf*4) x 8 x 8
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(0.2, inplace=True),
+            # state size. (ndf*8) x 4 x 4
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+            nn.Sigmoid()
+        )
+
+    def forward(self, input):
+        return self.main(input)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    outdir = common.prepare_outdir(args, "dcgan_celeba")
+    # Decide which device we want to run on (--ngpu 0 forces the CPU, as in the tutorial)
+    device = common.pick_device(args.device, args.ngpu)
+    print("Random Seed:", args.seed, "| device:", device)
+    common.seed_everything(args.seed)
+
+    if args.generate:  # no training: images from the generator of a finished (or running) run
+        ckpt = common.load_checkpoint(outdir)
+        s = ckpt["settings"]
+        netG = Generator(0, s["nz"], s["ngf"]).to(device)
+        netG.load_state_dict(ckpt["netG"])
+        common.generate(netG, s["nz"], (s["nz"], 1, 1), args, outdir)
+        return
+
+    # The dataset: the tutorial's ImageFolder with Resize(64), CenterCrop(64), ToTensor, Normalize,
+    # decoded once and kept in memory (--stream reads the files every epoch instead).
+    if args.fake_data:
+        data = common.fake_images(args.fake_data, (nc, args.image_size, args.image_size))
+    else:
+        data = common.image_folder(args.dataroot, args.image_size, args.workers,
+                                   cache_dirs=[args.dataroot, outdir], stream=args.stream)
+    data = common.data_on_device(data, device)
+    print(f"{data['n']} training images, {common.n_batches(data, args.batch_size)} batches per epoch")
+
+    # Create the generator
+    netG = Generator(args.ngpu, args.nz, args.ngf).to(device)
+    # Apply the weights_init function to randomly initialize all weights
+    #  to mean=0, stdev=0.02.
+    netG.apply(common.weights_init)
+    # Handle multi-GPU if desired
+    if device.type == "cuda" and args.ngpu > 1:
+        netG = nn.DataParallel(netG, list(range(min(args.ngpu, torch.cuda.device_count()))))
+    print(netG)
+
+    # Create the Discriminator
+    netD = Discriminator(args.ngpu, args.ndf).to(device)
+    netD.apply(common.weights_init)
+    if device.type == "cuda" and args.ngpu > 1:
+        netD = nn.DataParallel(netD, list(range(min(args.ngpu, torch.cuda.device_count()))))
+    print(netD)
+
+    # Initialize the ``BCELoss`` function
+    criterion = nn.BCELoss()
+
+    # Create batch of latent vectors that we will use to visualize
+    #  the progression of the generator
+    fixed_noise = torch.randn(64, args.nz, 1, 1, device=device)
+
+    # Establish convention for real and fake labels during training
+    real_label = 1.
+    fake_label = 0.
+
+    # Setup Adam optimizers for both G and D (fused: one kernel for all parameters, same math)
+    optimizerD = optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999), fused=True)
+    optimizerG = optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999), fused=True)
+
+    # Lists to keep track of progress: one row per iteration
+    history = common.new_history(["loss_d", "loss_g", "D_x", "D_G_z1", "D_G_z2"])
+    settings = common.math_settings(args, data["id"])
+    start_epoch, start_iter = 0, 0
+    if args.resume:  # everything needed to continue exactly where the run stopped
+        ckpt = common.load_checkpoint(outdir)
+        common.check_settings(ckpt["settings"], settings)
+        common.bare(netG).load_state_dict(ckpt["netG"])
+        common.bare(netD).load_state_dict(ckpt["netD"])
+        optimizerG.load_state_dict(ckpt["optimizerG"])
+        optimizerD.load_state_dict(ckpt["optimizerD"])
+        fixed_noise = ckpt["fixed_noise"].to(device)
+        history = ckpt["history"]
+        start_epoch, start_iter = ckpt["epoch"], ckpt["iteration"]
+        common.set_rng_states(ckpt["rng"])
+        if start_epoch >= args.epochs:
+            print(f"This run has already trained {start_epoch} epochs (--epochs {args.epochs}): nothing to "
+                  f"do. Give a larger --epochs to train on.")
+            return
+        print(f"Resuming at epoch {start_epoch}, iteration {start_iter}")
+    else:
+        # Plot some training images, and the untrained generator's output as epoch 0
+        real_batch = common.first_images(data, args, 64)
+        common.save_grid(real_batch, os.path.join(outdir, "training_images.png"))
+        with torch.no_grad():
+            common.save_grid(netG(fixed_noise), os.path.join(outdir, "samples", "epoch_0000.png"))
+
+    def save_checkpoint(epoch, iteration):
+        common.save_checkpoint({
+            "netG": common.bare(netG).state_dict(), "netD": common.bare(netD).state_dict(),
+            "optimizerG": optimizerG.state_dict(), "optimizerD": optimizerD.state_dict(),
+            "epoch": epoch, "iteration": iteration, "fixed_noise": fixed_noise.cpu(),
+            "history": history, "rng": common.rng_states(), "settings": settings}, outdir)
+
+    # Training Loop
+    pending = []  # this epoch's numbers, still on the device
+    iters = len(history["epoch"])
+    num_batches = common.n_batches(data, args.batch_size)
+    common.catch_stop_signals()  # Ctrl-C / SIGTERM: finish the iteration, save, exit
+    t_start = time.time()
+    print("Starting Training Loop...")
+    # For each epoch
+    for epoch in range(start_epoch, args.epochs):
+        start = start_iter if epoch == start_epoch else 0
+        # For each batch in the dataloader
+        for i, real_cpu in common.progress(common.batches(data, args, epoch, start, device),
+                                           data, args, epoch, start):
+            ############################
+            # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+            ###########################
+            ## Train with all-real batch
+            netD.zero_grad()
+            # Format batch
+            b_size = real_cpu.size(0)
+            label = torch.full((b_size,), real_label, dtype=torch.float, device=device)
+            # Forward pass real batch through D
+            output = netD(real_cpu).view(-1)
+            # Calculate loss on all-real batch
+            errD_real = criterion(output, label)
+            # Calculate gradients for D in backward pass
+            errD_real.backward()
+            D_x = output.mean()  # kept on the device: .item() here would wait for the GPU
+
+            ## Train with all-fake batch
+            # Generate batch of latent vectors
+            noise = torch.randn(b_size, args.nz, 1, 1, device=device)
+            # Generate fake image batch with G
+            fake = netG(noise)
+            label.fill_(fake_label)
+            # Classify all fake batch with D
+            output = netD(fake.detach()).view(-1)
+            # Calculate D's loss on the all-fake batch
+            errD_fake = criterion(output, label)
+            # Calculate the gradients for this batch, accumulated (summed) with previous gradients
+            errD_fake.backward()
+            D_G_z1 = output.mean()
+            # Compute error of D as sum over the fake and the real batches
+            errD = errD_real + errD_fake
+            # Update D
+            optimizerD.step()
+
+            ############################
+            # (2) Update G network: maximize log(D(G(z)))
+            ###########################
+            netG.zero_grad()
+            label.fill_(real_label)  # fake labels are real for generator cost
+            # Since we just updated D, perform another forward pass of all-fake batch through D.
+            # D's own gradients are not needed here (the tutorial computes and then discards them).
+            netD.requires_grad_(False)
+            output = netD(fake).view(-1)
+            # Calculate G's loss based on this output
+            errG = criterion(output, label)
+            # Calculate gradients for G
+            errG.backward()
+            netD.requires_grad_(True)
+            D_G_z2 = output.mean()
+            # Update G
+            optimizerG.step()
+
+            # Output training stats
+            if i % 50 == 0:
+                common.log('[%d/%d][%d/%d]\tLoss_D: %.4f\tLoss_G: %.4f\tD(x): %.4f\tD(G(z)): %.4f / %.4f'
+                           % (epoch, args.epochs, i, num_batches,
+                              errD.item(), errG.item(), D_x.item(), D_G_z1.item(), D_G_z2.item()))
+
+            # Save Losses for plotting later
+            common.record(pending, epoch, i, errD, errG, D_x, D_G_z1, D_G_z2)
+            iters += 1
+            if iters % args.checkpoint_every == 0 or common.stop_requested():
+                common.flush(history, pending)
+                save_checkpoint(epoch, i + 1)
+            if common.stop_requested():
+                common.write_history_csv(history, os.path.join(outdir, "history.csv"))
+                common.exit_after_stop(epoch, i + 1, outdir)
+
+        # After each epoch: the generator's output on fixed_noise, the plots, a checkpoint
+        common.flush(history, pending)
+        common.epoch_line(epoch, args, data)
+        with torch.no_grad():
+            fake = netG(fixed_noise).detach().cpu()
+        common.save_grid(fake, os.path.join(outdir, "samples", f"epoch_{epoch + 1:04d}.png"))
+        save_checkpoint(epoch + 1, 0)
+        common.write_epoch_outputs(outdir, history, ["loss_d", "loss_g"], ["D_x", "D_G_z1", "D_G_z2"])
+        common.real_vs_fake(common.first_images(data, args, 64), fake, os.path.join(outdir, "real_vs_fake.png"))
+        if common.stop_requested():
+            common.exit_after_stop(epoch + 1, 0, outdir)
+
+    common.summary(outdir, time.time() - t_start, history, ["loss_d", "loss_g"])
+
+
+if __name__ == "__main__":
+    common.run(main)
