@@ -298,7 +298,8 @@ def image_folder(root, image_size, workers, cache_dirs, stream):
                 print(f"notice: the image cache {path} is unreadable; decoding the images again.")
     print(f"Decoding {len(files)} images once (Resize({image_size}), CenterCrop({image_size})) ...")
     loader = torch.utils.data.DataLoader(_Decode(dataset.samples, resize_crop), batch_size=None,
-                                         num_workers=workers, worker_init_fn=seed_worker)
+                                         num_workers=workers, worker_init_fn=seed_worker,
+                                         generator=torch.Generator())  # leaves the global RNG alone
     images, bad = [], []
     for i, (image, ok) in enumerate(loader):
         (images if ok else bad).append(image if ok else files[i])
@@ -364,8 +365,11 @@ def batches(data, args, epoch, start, device):
             worker_init_fn=seed_worker, pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(args.seed + epoch))  # leaves the global RNG alone
         chunks = ((i, x) for i, (x, _) in enumerate(loader, start))
-    nan_at = os.environ.get("GAN_TEST_NAN_AT")  # test hook: "epoch:iteration" gets a NaN batch
+    # Test hooks, "epoch:iteration": that batch holds NaNs / the process signals itself there.
+    nan_at, signal_at = os.environ.get("GAN_TEST_NAN_AT"), os.environ.get("GAN_TEST_SIGNAL_AT")
     for i, x in chunks:
+        if signal_at and signal_at.split("/")[0] == f"{epoch}:{i}":
+            os.kill(os.getpid(), getattr(signal, signal_at.partition("/")[2] or "SIGINT"))
         x = x.to(device, non_blocking=True)
         x = normalize(x) if x.dtype == torch.uint8 else x
         if nan_at == f"{epoch}:{i}":
@@ -736,6 +740,8 @@ def generate(netG, nz, noise_shape, args, outdir):
         save_grid(walk, os.path.join(folder, "interpolation.png"), nrow=steps)
         frames = []
         for k, image in enumerate(walk):  # one continuous walk: row after row
+            if k >= steps and k % steps == 0:
+                continue  # a row starts where the row before it ended
             png = os.path.join(folder, f".walk{k:03d}.png")
             vutils.save_image(to_pixels(image), png)
             frames.append(png)

@@ -1,0 +1,140 @@
+"""Tiny datasets built in temp folders, and helpers that run the scripts in-process or as
+subprocesses. Nothing here downloads anything."""
+import gzip
+import importlib
+import os
+import signal
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import common  # noqa: E402
+
+SCRIPTS = ["dcgan_celeba", "gan_mnist", "dcgan_mnist"]
+
+
+def write_idx_images(path, images):
+    with open(path, "wb") as f:
+        f.write(struct.pack(">IIII", 2051, len(images), 28, 28))
+        f.write(images.astype(np.uint8).tobytes())
+
+
+def write_idx_labels(path, labels):
+    with open(path, "wb") as f:
+        f.write(struct.pack(">II", 2049, len(labels)))
+        f.write(labels.astype(np.uint8).tobytes())
+
+
+def make_mnist(root, n=40, seed=0):
+    """<root>/MNIST/raw/ with the four idx files torchvision reads: n blurry random 'digits'."""
+    raw = os.path.join(root, "MNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for k in range(n):  # a bright blob somewhere, so that images differ in structure
+        y, x = rng.integers(6, 22, size=2)
+        yy, xx = np.mgrid[:28, :28]
+        images[k] = np.clip(255 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 20), 0, 255)
+    labels = rng.integers(0, 10, size=n)
+    for split in ("train", "t10k"):
+        write_idx_images(os.path.join(raw, f"{split}-images-idx3-ubyte"), images)
+        write_idx_labels(os.path.join(raw, f"{split}-labels-idx1-ubyte"), labels)
+    return root
+
+
+def make_faces(folder, n=24, seed=0, size=(178, 218), modes=None):
+    """n small JPEG 'faces' (178x218 like aligned CelebA) in folder."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        base = rng.integers(0, 256, size=3)
+        yy, xx = np.mgrid[:size[1], :size[0]]
+        pixels = (base + 60 * np.sin(xx[..., None] / (7 + k) + yy[..., None] / 11)).clip(0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels, "RGB")
+        mode = (modes or {}).get(k)
+        if mode:
+            image = image.convert(mode)
+        ext = "png" if mode == "RGBA" else "jpg"
+        image.save(os.path.join(folder, f"{k + 1:06d}.{ext}"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory):
+    return make_mnist(str(tmp_path_factory.mktemp("mnist")))
+
+
+@pytest.fixture(scope="session")
+def celeba_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("celeba"))
+    make_faces(os.path.join(root, "img_align_celeba"))
+    return root
+
+
+def data_args(script, mnist_root, celeba_root):
+    """Small, quick settings: 3 batches per epoch (the last one smaller), tiny nets for CelebA."""
+    if script == "dcgan_celeba":
+        return ["--dataroot", celeba_root, "--batch-size", "10", "--ngf", "8", "--ndf", "8", "--workers", "0"]
+    return ["--dataroot", mnist_root, "--batch-size", "16"]
+
+
+def call(script, *argv):
+    """Run script.main(argv) in this process, as `python script.py argv` would; return the exit code."""
+    module = importlib.import_module(script)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        common.run(lambda: module.main([str(a) for a in argv]))
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+        common.STOP["signal"] = None
+
+
+def spawn(script, *argv, env=None, **kwargs):
+    """Start `python script.py argv` as a subprocess."""
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, f"{script}.py"), *map(str, argv)],
+                            cwd=kwargs.pop("cwd", ROOT), env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def run_sub(script, *argv, env=None, timeout=240):
+    p = spawn(script, *argv, env=env)
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def load(outdir):
+    return torch.load(os.path.join(outdir, "checkpoint.pt"), weights_only=True)
+
+
+def assert_same(a, b, path="checkpoint"):
+    """Every tensor, number and string equal, bit for bit."""
+    assert type(a) is type(b), path
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{k}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def same_files(dir_a, dir_b, name):
+    with open(os.path.join(dir_a, name), "rb") as fa, open(os.path.join(dir_b, name), "rb") as fb:
+        return fa.read() == fb.read()

@@ -1,0 +1,183 @@
+"""Issue: the three scripts end to end, their networks, init, determinism, resume and generate."""
+import csv
+import importlib
+import os
+
+import pytest
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+import common
+from conftest import SCRIPTS, assert_same, call, data_args, load, same_files
+
+BATCHES = {"dcgan_celeba": 3, "gan_mnist": 3, "dcgan_mnist": 3}  # 24 faces / 10, 40 digits / 16
+SIZE = {"dcgan_celeba": (64, 3), "gan_mnist": (28, 1), "dcgan_mnist": (28, 1)}
+NROW = {"dcgan_celeba": 8, "gan_mnist": 10, "dcgan_mnist": 10}
+EXTRA = {"dcgan_celeba": ["training_images.png", "real_vs_fake.png", "scores.png"],
+         "gan_mnist": ["real_images.png", "real_vs_fake.png", "scores.png"],
+         "dcgan_mnist": ["real_images.png", "real_vs_fake.png"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, mnist_root, celeba_root):
+    """Per script: two identical 2-epoch runs, and a 1-epoch run resumed to 2."""
+    out = {}
+    for script in SCRIPTS:
+        base = tmp_path_factory.mktemp(script)
+        args = data_args(script, mnist_root, celeba_root) + ["--checkpoint-every", "2"]
+        dirs = {k: str(base / k) for k in ("a", "b", "c")}
+        assert call(script, *args, "--epochs", 2, "--outdir", dirs["a"]) == 0
+        assert call(script, *args, "--epochs", 2, "--outdir", dirs["b"]) == 0
+        assert call(script, *args, "--epochs", 1, "--outdir", dirs["c"]) == 0
+        assert call(script, *args, "--epochs", 2, "--outdir", dirs["c"], "--resume") == 0
+        out[script] = dirs
+    return out
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_outputs_exist_and_are_well_formed(runs, script):
+    outdir = runs[script]["a"]
+    size, channels = SIZE[script]
+    for epoch in range(3):  # epoch 0 (before training), 1, 2
+        grid = Image.open(os.path.join(outdir, "samples", f"epoch_{epoch:04d}.png"))
+        n, nrow = (64 if script == "dcgan_celeba" else 100), NROW[script]
+        rows = -(-n // nrow)
+        assert grid.size == (nrow * (size + 2) + 2, rows * (size + 2) + 2)
+    gif = Image.open(os.path.join(outdir, "progress.gif"))
+    assert gif.n_frames == 3  # epochs + 1
+    assert gif.info["duration"] >= 100  # readable, not a blur
+    with open(os.path.join(outdir, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * BATCHES[script]
+    assert {"epoch", "iteration", "loss_d", "loss_g"} <= set(rows[0])
+    if script != "dcgan_mnist":
+        assert "D_x" in rows[0]
+    assert [int(r["epoch"]) for r in rows] == [0, 0, 0, 1, 1, 1]
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2, 0, 1, 2]
+    assert all(float(r["loss_d"]) > 0 and float(r["loss_g"]) > 0 for r in rows)
+    for name in ["losses.png"] + EXTRA[script]:
+        assert Image.open(os.path.join(outdir, name)).size[0] > 100, name
+    ckpt = load(outdir)
+    assert ckpt["epoch"] == 2 and ckpt["iteration"] == 0
+    assert {"netG", "netD", "optimizerG", "optimizerD", "fixed_noise", "history", "rng", "settings"} <= set(ckpt)
+    assert len(ckpt["history"]["loss_d"]) == 2 * BATCHES[script]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_same_command_gives_the_same_bits(runs, script):
+    a, b = runs[script]["a"], runs[script]["b"]
+    assert_same(load(a), load(b))
+    assert same_files(a, b, "history.csv")
+    assert same_files(a, b, os.path.join("samples", "epoch_0002.png"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_one_epoch_plus_resume_equals_two_epochs(runs, script):
+    a, c = runs[script]["a"], runs[script]["c"]
+    assert_same(load(a), load(c))
+    assert same_files(a, c, "history.csv")
+    for epoch in range(3):
+        assert same_files(a, c, os.path.join("samples", f"epoch_{epoch:04d}.png"))
+    assert Image.open(os.path.join(c, "progress.gif")).n_frames == 3  # the GIF covers the whole run
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_generate_writes_n_images_at_the_data_resolution(runs, script):
+    outdir = runs[script]["a"]
+    assert call(script, "--outdir", outdir, "--generate", 5, "--interpolate") == 0
+    folder = os.path.join(outdir, "generated")
+    files = sorted(f for f in os.listdir(folder) if f[0].isdigit())
+    assert len(files) == 5
+    size, channels = SIZE[script]
+    for f in files:
+        image = Image.open(os.path.join(folder, f))
+        assert image.size == (size, size)
+        assert len(image.getbands()) in ((1, 3) if channels == 1 else (3,))
+    assert os.path.exists(os.path.join(folder, "grid.png"))
+    assert Image.open(os.path.join(folder, "interpolation.gif")).n_frames == 8 * 9 + 1  # 8 legs of 10 steps, joined
+    # --seed chooses the noise: the same seed gives the same image, another seed another one
+    first = open(os.path.join(folder, files[0]), "rb").read()
+    assert call(script, "--outdir", outdir, "--generate", 1, "--seed", 7) == 0
+    assert open(os.path.join(folder, "00000.png"), "rb").read() != first
+
+
+def test_network_shapes_at_the_tutorials_sizes():
+    celeba, gan, dcgan = (importlib.import_module(s) for s in SCRIPTS)
+    netG, netD = celeba.Generator(1), celeba.Discriminator(1)
+    assert netG(torch.randn(2, 100, 1, 1)).shape == (2, 3, 64, 64)
+    assert netD(torch.randn(2, 3, 64, 64)).shape == (2, 1, 1, 1)
+    G, D = gan.make_generator(), gan.make_discriminator()
+    assert G(torch.randn(3, 64)).shape == (3, 784)
+    assert D(torch.randn(3, 784)).shape == (3, 1)
+    assert [m.out_features for m in G if isinstance(m, torch.nn.Linear)] == [256, 256, 784]
+    gen, disc = dcgan.Generator(64), dcgan.Discriminator()
+    x = torch.randn(4, 64).view(4, 64, 1, 1)
+    sizes = []
+    for block in gen.gen:
+        x = block(x)
+        sizes.append(tuple(x.shape[1:]))
+    assert sizes == [(256, 3, 3), (128, 6, 6), (64, 13, 13), (1, 28, 28)]
+    assert disc(torch.randn(4, 1, 28, 28)).shape == (4, 1)
+
+
+def test_init_statistics():
+    celeba, _, dcgan = (importlib.import_module(s) for s in SCRIPTS)
+    torch.manual_seed(0)
+    netG = celeba.Generator(1).apply(common.weights_init)
+    conv = netG.main[3].weight
+    assert abs(conv.mean().item()) < 1e-3 and abs(conv.std().item() - 0.02) < 1e-3
+    bn = netG.main[1]
+    assert abs(bn.weight.mean().item() - 1) < 0.01 and abs(bn.weight.std().item() - 0.02) < 0.005
+    assert torch.all(bn.bias == 0)
+    gen = dcgan.Generator(64).apply(dcgan.weights_init)
+    bn = gen.gen[0][1]
+    assert abs(bn.weight.mean().item()) < 0.01 and abs(bn.weight.std().item() - 0.02) < 0.005
+    assert torch.all(bn.bias == 0)
+    assert abs(gen.gen[1][0].weight.std().item() - 0.02) < 1e-3
+
+
+def test_normalize_equals_totensor_normalize_bit_for_bit():
+    images = torch.randint(0, 256, (16, 3, 9, 7), dtype=torch.uint8)
+    tutorial = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
+    expected = torch.stack([tutorial(Image.fromarray(im.permute(1, 2, 0).numpy())) for im in images])
+    assert torch.equal(common.normalize(images), expected)
+
+
+def test_image_cache_equals_the_tutorials_imagefolder_transform(celeba_root, tmp_path):
+    import torchvision.datasets as dset
+    data = common.image_folder(celeba_root, 64, 0, [str(tmp_path)], stream=False)
+    tutorial = dset.ImageFolder(celeba_root, transform=T.Compose([
+        T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]))
+    expected = torch.stack([tutorial[k][0] for k in range(len(tutorial))])
+    assert torch.equal(common.normalize(data["images"]), expected)
+    # a second call reuses the cache file
+    assert len(os.listdir(tmp_path)) == 1
+    again = common.image_folder(celeba_root, 64, 0, [str(tmp_path)], stream=False)
+    assert torch.equal(again["images"], data["images"])
+
+
+@pytest.mark.parametrize("script", ["dcgan_celeba", "dcgan_mnist"])
+def test_stream_with_workers_gives_the_same_bits_as_memory(runs, script, tmp_path, mnist_root, celeba_root):
+    args = data_args(script, mnist_root, celeba_root) + ["--checkpoint-every", "2", "--epochs", "2"]
+    assert call(script, *args, "--stream", "--workers", "2", "--outdir", tmp_path) == 0  # last --workers wins
+    assert_same(load(runs[script]["a"]), load(str(tmp_path)))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_clear_error_for_a_missing_dataroot(script, tmp_path, capsys):
+    missing = tmp_path / "nothing-here"
+    code = call(script, "--dataroot", missing, "--outdir", tmp_path / "out", "--epochs", 1)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert str(missing) in err and "Traceback" not in err
+    assert ("img_align_celeba" in err) if script == "dcgan_celeba" else (os.path.join("MNIST", "raw") in err)
+
+
+def test_clear_error_for_the_flat_folder_trap(tmp_path, capsys):
+    from conftest import make_faces
+    make_faces(str(tmp_path / "faces"), n=3)
+    code = call("dcgan_celeba", "--dataroot", tmp_path / "faces", "--outdir", tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "holds 3 images directly" in err and "img_align_celeba" in err and "Traceback" not in err
