@@ -118,6 +118,10 @@ def run(main):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
     except RuntimeError as e:
+        if "DataLoader worker" in str(e):  # a worker process died (out of memory, killed, ...)
+            print(f"error: {first_line(e)}; the last checkpoint is intact. Rerun with --resume and "
+                  f"fewer --workers (0 reads in the main process).", file=sys.stderr)
+            sys.exit(1)
         # BCELoss refuses a NaN input (on a GPU, as a device-side assert): training diverged.
         if "between 0 and 1" not in str(e) and "device-side assert" not in str(e):
             raise
@@ -158,6 +162,8 @@ def pick_device(choice, ngpu=1):
     cuda, mps = torch.cuda.is_available(), hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     if ngpu == 0 or choice == "cpu":
         return torch.device("cpu")
+    if ngpu > 1 and not cuda:
+        print(f"notice: --ngpu {ngpu} asked for, but this machine has no CUDA GPU; training on the CPU.")
     if choice in ("auto", "cuda") and cuda:
         if ngpu > torch.cuda.device_count():
             print(f"notice: --ngpu {ngpu} asked for, but this machine has "

@@ -138,3 +138,19 @@ def assert_same(a, b, path="checkpoint"):
 def same_files(dir_a, dir_b, name):
     with open(os.path.join(dir_a, name), "rb") as fa, open(os.path.join(dir_b, name), "rb") as fb:
         return fa.read() == fb.read()
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory, mnist_root, celeba_root):
+    """Per script: two identical 2-epoch runs (a, b), and a 1-epoch run resumed to 2 (c)."""
+    out = {}
+    for script in SCRIPTS:
+        base = tmp_path_factory.mktemp(script)
+        args = data_args(script, mnist_root, celeba_root) + ["--checkpoint-every", "2"]
+        dirs = {k: str(base / k) for k in ("a", "b", "c")}
+        assert call(script, *args, "--epochs", 2, "--outdir", dirs["a"]) == 0
+        assert call(script, *args, "--epochs", 2, "--outdir", dirs["b"]) == 0
+        assert call(script, *args, "--epochs", 1, "--outdir", dirs["c"]) == 0
+        assert call(script, *args, "--epochs", 2, "--outdir", dirs["c"], "--resume") == 0
+        out[script] = dirs
+    return out

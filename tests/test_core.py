@@ -19,22 +19,6 @@ EXTRA = {"dcgan_celeba": ["training_images.png", "real_vs_fake.png", "scores.png
          "dcgan_mnist": ["real_images.png", "real_vs_fake.png"]}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, mnist_root, celeba_root):
-    """Per script: two identical 2-epoch runs, and a 1-epoch run resumed to 2."""
-    out = {}
-    for script in SCRIPTS:
-        base = tmp_path_factory.mktemp(script)
-        args = data_args(script, mnist_root, celeba_root) + ["--checkpoint-every", "2"]
-        dirs = {k: str(base / k) for k in ("a", "b", "c")}
-        assert call(script, *args, "--epochs", 2, "--outdir", dirs["a"]) == 0
-        assert call(script, *args, "--epochs", 2, "--outdir", dirs["b"]) == 0
-        assert call(script, *args, "--epochs", 1, "--outdir", dirs["c"]) == 0
-        assert call(script, *args, "--epochs", 2, "--outdir", dirs["c"], "--resume") == 0
-        out[script] = dirs
-    return out
-
-
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_outputs_exist_and_are_well_formed(runs, script):
     outdir = runs[script]["a"]
