@@ -637,19 +637,30 @@ def save_images(images, folder):
 
 
 def write_gif(pngs, path, labels=None, ms_per_frame=400):
-    """A GIF of the given PNG files, each frame labelled (e.g. with its epoch)."""
-    import imageio.v3 as iio
+    """A GIF of the given PNG files, each frame labelled (e.g. with its epoch).
+
+    Each frame is reduced to a palette once and kept in memory, so rewriting the GIF after every
+    epoch costs one new frame, not the whole run again.
+    """
     from PIL import Image, ImageDraw
     frames = []
     for k, png in enumerate(pngs):
-        image = Image.open(png).convert("RGB")
-        if labels:
-            draw = ImageDraw.Draw(image)
-            draw.rectangle([0, 0, 7 * len(labels[k]) + 6, 14], fill=(0, 0, 0))
-            draw.text((3, 1), labels[k], fill=(255, 255, 0))
-        frames.append(np.asarray(image))
-    last = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 4]  # linger on the result
-    iio.imwrite(path, np.stack(frames), duration=last, loop=0)
+        key = (png, os.path.getmtime(png), labels[k] if labels else None)
+        if key not in _gif_frames:
+            image = Image.open(png).convert("RGB")
+            if labels:
+                draw = ImageDraw.Draw(image)
+                draw.rectangle([0, 0, 6 * len(labels[k]) + 6, 13], fill=(0, 0, 0))
+                draw.text((3, 1), labels[k], fill=(255, 255, 0))
+            _gif_frames[key] = image.quantize(colors=256, dither=Image.Dither.NONE)
+        frames.append(_gif_frames[key])
+    durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 4]  # linger on the result
+    tmp = f"{path}.tmp{os.getpid()}.gif"
+    frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    os.replace(tmp, path)
+
+
+_gif_frames = {}
 
 
 def write_progress_gif(outdir):
@@ -678,15 +689,21 @@ def plot_curves(history, names, path, title, ylabel):
     """Raw curves (faint) and their smoothed versions over iterations, epochs marked."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 5))
-    steps = range(len(history["epoch"]))
+    n = len(history["epoch"])
+    every = max(1, n // 10_000)  # a plot has no use for more points than pixels
+    steps = range(0, n, every)
     for name in names:
-        line, = ax.plot(steps, history[name], alpha=0.25, linewidth=0.8)
-        ax.plot(steps, smooth(history[name]), color=line.get_color(), label=name)
-    epoch_starts = [k for k in range(1, len(history["epoch"])) if history["epoch"][k] != history["epoch"][k - 1]]
-    for k in epoch_starts if len(epoch_starts) <= 60 else []:
+        line, = ax.plot(steps, history[name][::every], alpha=0.25, linewidth=0.8)
+        ax.plot(steps, smooth(history[name])[::every], color=line.get_color(), label=name)
+    epoch_starts = [k for k in range(1, n) if history["epoch"][k] != history["epoch"][k - 1]]
+    marked = len(epoch_starts) <= 60
+    for k in epoch_starts if marked else []:
         ax.axvline(k, color="grey", linewidth=0.5, alpha=0.5)
-    ax.set(title=title, xlabel="iterations" + (" (grey lines: epoch starts)" if 0 < len(epoch_starts) <= 60 else ""),
-           ylabel=ylabel)
+    if not marked:  # too many epochs for lines: label the x axis in epochs instead
+        ticks = epoch_starts[::max(1, len(epoch_starts) // 10)]
+        ax.set_xticks(ticks, [str(history["epoch"][k]) for k in ticks])
+    ax.set(title=title, ylabel=ylabel,
+           xlabel="iterations (grey lines: epoch starts)" if marked else "epoch")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

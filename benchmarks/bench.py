@@ -1,0 +1,307 @@
+"""Per-epoch speed of each tutorial's own loop against this project's script, side by side.
+
+For each script it alternates two child processes on the same data and machine:
+  (a) tutorial: the tutorial's data path (torchvision dataset + DataLoader(shuffle=True), PIL
+      decoding and ToTensor/Normalize per image, the tutorial's worker count) and its loop
+      mechanics (.item() every iteration, G's graph built in the D step, D's gradients computed
+      in the G step, the default Adam);
+  (b) project: the script itself (`python X.py ...`).
+Both use the same networks from the scripts. Each prints one line per epoch; the first epoch
+(warm-up, caches) is dropped and the median of the rest is reported. Per-epoch time covers the
+training loop only, not the pictures written after each epoch (either side).
+
+    python benchmarks/bench.py                                   # all three, on the CPU
+    python benchmarks/bench.py --scripts gan_mnist --repeats 3 --epochs 4
+"""
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) the tutorials' loops, as they are written there (networks imported from the scripts)
+# ---------------------------------------------------------------------------------------------
+
+def tutorial_gan_mnist(args, device):
+    import torch
+    import torch.nn as nn
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import MNIST
+    import gan_mnist
+    mnist = MNIST(root=args.mnist, train=True, download=True,
+                  transform=T.Compose([T.ToTensor(), T.Normalize(mean=(0.5,), std=(0.5,))]))
+    batch_size = 100
+    data_loader = DataLoader(mnist, batch_size, shuffle=True)
+    D, G = gan_mnist.make_discriminator().to(device), gan_mnist.make_generator().to(device)
+    criterion = nn.BCELoss()
+    d_optimizer = torch.optim.Adam(D.parameters(), lr=0.0002)
+    g_optimizer = torch.optim.Adam(G.parameters(), lr=0.0002)
+
+    def reset_grad():
+        d_optimizer.zero_grad()
+        g_optimizer.zero_grad()
+
+    def train_discriminator(images):
+        real_labels = torch.ones(batch_size, 1).to(device)
+        fake_labels = torch.zeros(batch_size, 1).to(device)
+        outputs = D(images)
+        d_loss_real = criterion(outputs, real_labels)
+        real_score = outputs
+        z = torch.randn(batch_size, 64).to(device)
+        fake_images = G(z)
+        outputs = D(fake_images)
+        d_loss_fake = criterion(outputs, fake_labels)
+        fake_score = outputs
+        d_loss = d_loss_real + d_loss_fake
+        reset_grad()
+        d_loss.backward()
+        d_optimizer.step()
+        return d_loss, real_score, fake_score
+
+    def train_generator():
+        z = torch.randn(batch_size, 64).to(device)
+        fake_images = G(z)
+        labels = torch.ones(batch_size, 1).to(device)
+        g_loss = criterion(D(fake_images), labels)
+        reset_grad()
+        g_loss.backward()
+        g_optimizer.step()
+        return g_loss, fake_images
+
+    d_losses, g_losses, real_scores, fake_scores = [], [], [], []
+    for epoch in range(args.epochs):
+        t0 = time.time()
+        for i, (images, _) in enumerate(data_loader):
+            images = images.reshape(batch_size, -1).to(device)
+            d_loss, real_score, fake_score = train_discriminator(images)
+            g_loss, fake_images = train_generator()
+            if (i + 1) % 200 == 0:  # the notebook records (and prints) every 200 steps
+                d_losses.append(d_loss.item())
+                g_losses.append(g_loss.item())
+                real_scores.append(real_score.mean().item())
+                fake_scores.append(fake_score.mean().item())
+        sync(device)
+        epoch_done(epoch, args.epochs, time.time() - t0, len(mnist))
+
+
+def tutorial_dcgan_mnist(args, device):
+    import torch
+    import torch.nn as nn
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import MNIST
+    import dcgan_mnist
+    criterion = nn.BCEWithLogitsLoss()
+    z_dim, display_step, batch_size, lr = 64, 500, 128, 0.0002
+    transform = T.Compose([T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+    dataset = MNIST(args.mnist, download=True, transform=transform)
+    dataloader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
+    gen = dcgan_mnist.Generator(z_dim).to(device)
+    gen_opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    disc = dcgan_mnist.Discriminator().to(device)
+    disc_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    gen, disc = gen.apply(dcgan_mnist.weights_init), disc.apply(dcgan_mnist.weights_init)
+    cur_step, mean_generator_loss, mean_discriminator_loss = 0, 0, 0
+    for epoch in range(args.epochs):
+        t0 = time.time()
+        for real, _ in dataloader:
+            cur_batch_size = len(real)
+            real = real.to(device)
+            disc_opt.zero_grad()
+            fake_noise = dcgan_mnist.get_noise(cur_batch_size, z_dim, device=device)
+            fake = gen(fake_noise)
+            disc_fake_pred = disc(fake.detach())
+            disc_fake_loss = criterion(disc_fake_pred, torch.zeros_like(disc_fake_pred))
+            disc_real_pred = disc(real)
+            disc_real_loss = criterion(disc_real_pred, torch.ones_like(disc_real_pred))
+            disc_loss = (disc_fake_loss + disc_real_loss) / 2
+            mean_discriminator_loss += disc_loss.item() / display_step
+            disc_loss.backward(retain_graph=True)
+            disc_opt.step()
+            gen_opt.zero_grad()
+            fake_noise_2 = dcgan_mnist.get_noise(cur_batch_size, z_dim, device=device)
+            fake_2 = gen(fake_noise_2)
+            disc_fake_pred = disc(fake_2)
+            gen_loss = criterion(disc_fake_pred, torch.ones_like(disc_fake_pred))
+            gen_loss.backward()
+            gen_opt.step()
+            mean_generator_loss += gen_loss.item() / display_step
+            if cur_step % display_step == 0 and cur_step > 0:
+                mean_generator_loss = mean_discriminator_loss = 0
+            cur_step += 1
+        sync(device)
+        epoch_done(epoch, args.epochs, time.time() - t0, len(dataset))
+
+
+def tutorial_dcgan_celeba(args, device):
+    import torch
+    import torch.nn as nn
+    import torch.optim as optim
+    import torchvision.datasets as dset
+    import torchvision.transforms as transforms
+    import common
+    import dcgan_celeba
+    image_size, nz, workers, batch_size = 64, 100, 2, 128
+    dataset = dset.ImageFolder(root=args.celeba, transform=transforms.Compose([
+        transforms.Resize(image_size), transforms.CenterCrop(image_size), transforms.ToTensor(),
+        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
+    dataloader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
+    netG = dcgan_celeba.Generator(1).to(device).apply(common.weights_init)
+    netD = dcgan_celeba.Discriminator(1).to(device).apply(common.weights_init)
+    criterion = nn.BCELoss()
+    real_label, fake_label = 1., 0.
+    optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    G_losses, D_losses = [], []
+    for epoch in range(args.epochs):
+        t0 = time.time()
+        for i, data in enumerate(dataloader, 0):
+            netD.zero_grad()
+            real_cpu = data[0].to(device)
+            b_size = real_cpu.size(0)
+            label = torch.full((b_size,), real_label, dtype=torch.float, device=device)
+            output = netD(real_cpu).view(-1)
+            errD_real = criterion(output, label)
+            errD_real.backward()
+            D_x = output.mean().item()
+            noise = torch.randn(b_size, nz, 1, 1, device=device)
+            fake = netG(noise)
+            label.fill_(fake_label)
+            output = netD(fake.detach()).view(-1)
+            errD_fake = criterion(output, label)
+            errD_fake.backward()
+            D_G_z1 = output.mean().item()
+            errD = errD_real + errD_fake
+            optimizerD.step()
+            netG.zero_grad()
+            label.fill_(real_label)
+            output = netD(fake).view(-1)
+            errG = criterion(output, label)
+            errG.backward()
+            D_G_z2 = output.mean().item()
+            optimizerG.step()
+            G_losses.append(errG.item())
+            D_losses.append(errD.item())
+        sync(device)
+        epoch_done(epoch, args.epochs, time.time() - t0, len(dataset))
+
+
+def sync(device):
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def epoch_done(epoch, epochs, seconds, n):
+    print(f"epoch {epoch + 1}/{epochs} done in {seconds:.3f} s ({n / seconds:.0f} img/s)", flush=True)
+
+
+TUTORIALS = {"gan_mnist": tutorial_gan_mnist, "dcgan_mnist": tutorial_dcgan_mnist,
+             "dcgan_celeba": tutorial_dcgan_celeba}
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver: alternate (a) and (b) in child processes and compare
+# ---------------------------------------------------------------------------------------------
+
+def child(cmd):
+    """Run cmd; return (per-epoch seconds, peak RSS in MiB)."""
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"benchmark child failed ({' '.join(cmd)}):\n{out[-3000:]}")
+    seconds = [float(s) for s in re.findall(r"^epoch \d+/\d+ done in ([\d.]+) s", out, re.M)]
+    return seconds, usage.ru_maxrss / 1024
+
+
+def make_faces(folder, n):
+    """n synthetic 178x218 JPEG faces (the size of aligned CelebA) for the CelebA benchmark."""
+    import numpy as np
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    if len(os.listdir(folder)) == n:
+        return
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:218, :178]
+    for k in range(n):
+        base = rng.integers(0, 256, size=3)
+        pixels = base + 60 * np.sin(xx[..., None] / (5 + k % 13) + yy[..., None] / (7 + k % 5))
+        pixels = (pixels + rng.normal(0, 12, pixels.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(os.path.join(folder, f"{k + 1:06d}.jpg"), quality=90)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scripts", nargs="+", default=["gan_mnist", "dcgan_mnist", "dcgan_celeba"])
+    p.add_argument("--mnist", default=os.path.join(ROOT, "..", "shared", "data", "mnist-10k"),
+                   help="MNIST root (holds MNIST/raw/)")
+    p.add_argument("--celeba", default=None, help="ImageFolder root (default: synthetic faces)")
+    p.add_argument("--faces", type=int, default=512, help="how many synthetic faces to make")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per child (the first is dropped)")
+    p.add_argument("--repeats", type=int, default=2, help="alternations of (a) and (b)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tutorial", choices=list(TUTORIALS), help=argparse.SUPPRESS)  # child mode
+    args = p.parse_args()
+    if args.celeba is None:
+        args.celeba = os.path.join(tempfile.gettempdir(), f"bench_faces_{args.faces}")
+        make_faces(os.path.join(args.celeba, "img_align_celeba"), args.faces)
+
+    if args.tutorial:  # child: run one tutorial loop
+        import torch
+        torch.manual_seed(0)
+        TUTORIALS[args.tutorial](args, torch.device(args.device))
+        return
+
+    import torch
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, torch {torch.__version__}, device {args.device}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for script in args.scripts:
+                data = ["--dataroot", args.celeba if script == "dcgan_celeba" else args.mnist]
+                runs = {
+                    "tutorial": [sys.executable, __file__, "--tutorial", script, "--epochs", str(args.epochs),
+                                 "--mnist", args.mnist, "--celeba", args.celeba, "--device", args.device],
+                    "project": [sys.executable, f"{script}.py", *data, "--epochs", str(args.epochs),
+                                "--outdir", os.path.join(tmp, f"{script}{rep}"), "--device", args.device,
+                                "--checkpoint-every", "1000000"]}
+                for side, cmd in runs.items():
+                    seconds, rss = child(cmd)
+                    r = results.setdefault((script, side), {"epoch_s": [], "rss": 0})
+                    r["epoch_s"] += seconds[1:]
+                    r["rss"] = max(r["rss"], rss)
+                    print(f"  {script:13s} {side:8s} rep {rep}: epochs {['%.2f' % s for s in seconds]} s, "
+                          f"peak RSS {rss:.0f} MiB", flush=True)
+    n = {"gan_mnist": None, "dcgan_mnist": None, "dcgan_celeba": args.faces}
+    print()
+    print("| script | images/epoch | tutorial s/epoch | project s/epoch | tutorial img/s | project img/s "
+          "| speed-up | peak RSS tutorial / project |")
+    print("|---|---|---|---|---|---|---|---|")
+    for script in args.scripts:
+        t, q = results[(script, "tutorial")], results[(script, "project")]
+        ts, qs = statistics.median(t["epoch_s"]), statistics.median(q["epoch_s"])
+        images = n[script] or count_mnist(args.mnist)
+        print(f"| {script} | {images} | {ts:.2f} | {qs:.2f} | {images / ts:.0f} | {images / qs:.0f} | "
+              f"{ts / qs:.2f}x | {t['rss']:.0f} / {q['rss']:.0f} MiB |")
+
+
+def count_mnist(root):
+    with open(os.path.join(root, "MNIST", "raw", "train-images-idx3-ubyte"), "rb") as f:
+        return int.from_bytes(f.read(8)[4:8], "big")
+
+
+if __name__ == "__main__":
+    main()
