@@ -808,7 +808,7 @@ def epoch_line(epoch, args, data):
     """One line per epoch, for logs: time, speed and how long the run has left."""
     secs, nb = progress.seconds, max(progress.batches, 1)
     left = (args.epochs - epoch - 1) * n_batches(data, args.batch_size) * secs / nb
-    log(f"epoch {epoch + 1}/{args.epochs} done in {secs:.1f} s "
+    log(f"epoch {epoch + 1}/{args.epochs} done in {secs:.2f} s "
         f"({min(nb * args.batch_size, data['n']) / max(secs, 1e-9):.0f} img/s); run ETA {clock(left)}")
 
 
