@@ -201,22 +201,18 @@ def mnist(root, stream):
     import torchvision.datasets as dset
     if os.path.exists(root) and not os.path.isdir(root):
         raise UserError(f"--dataroot {root} is a file; give the folder that holds MNIST/raw/.")
+    raw = os.path.join(root, "MNIST", "raw")
     try:
         dataset = dset.MNIST(root=root, train=True, download=True,
                              transform=transforms.Compose(TO_TENSOR_NORMALIZED))
-    except (RuntimeError, OSError) as e:
-        if "download" in str(e).lower() or isinstance(e, OSError) and not os.access(root, os.W_OK):
+    except Exception as e:  # torchvision raises several kinds; only the files tell which case it is
+        if not all(os.path.exists(os.path.join(raw, f)) for f in MNIST_FILES):
             raise UserError(
                 f"MNIST is not in {root} and could not be downloaded ({first_line(e)}); put the four "
-                f"files {', '.join(MNIST_FILES)} (or their .gz) into {os.path.join(root, 'MNIST', 'raw')}/ "
-                f"or run once with network access.") from None
-        raise UserError(f"an MNIST file in {os.path.join(root, 'MNIST', 'raw')} is corrupt or truncated "
-                        f"({first_line(e)}); delete that folder's files and run again to download "
-                        f"them afresh.") from None
-    except (AssertionError, ValueError) as e:  # torchvision's idx parser on a damaged file
-        raise UserError(f"an MNIST file in {os.path.join(root, 'MNIST', 'raw')} is corrupt or truncated "
-                        f"({first_line(e) or type(e).__name__}); delete that folder's files and run "
-                        f"again to download them afresh.") from None
+                f"files {', '.join(MNIST_FILES)} (or their .gz) into {raw}/ or run once with network "
+                f"access.") from None
+        raise UserError(f"an MNIST file in {raw} is corrupt or truncated ({first_line(e) or type(e).__name__}); "
+                        f"delete that folder's files and run again to download them afresh.") from None
     images = dataset.data.unsqueeze(1).contiguous()
     if images.shape[1:] != (1, 28, 28) or len(images) != len(dataset.targets):
         raise UserError(f"the MNIST files in {os.path.join(root, 'MNIST', 'raw')} do not hold 28x28 "
@@ -388,9 +384,11 @@ POSITION = {"epoch": 0, "iteration": 0}  # the batch last handed out, for error 
 
 
 def first_images(data, args, k):
-    """The first k images of epoch 0's order, as float in [-1, 1] (for the pictures)."""
-    for _, x in batches(data, argparse.Namespace(**{**vars(args), "batch_size": k}), 0, 0, torch.device("cpu")):
-        return x
+    """The first k images of epoch 0's order, as float in [-1, 1] on the CPU (for the pictures)."""
+    order = epoch_order(data["n"], args.seed, 0)[:k]
+    if data["images"] is not None:
+        return normalize(data["images"][order.to(data["images"].device)].cpu())
+    return torch.stack([data["dataset"][i][0] for i in order.tolist()])
 
 
 def data_on_device(data, device):
@@ -398,7 +396,7 @@ def data_on_device(data, device):
     if data["images"] is not None and device.type != "cpu":
         try:
             data["images"] = data["images"].to(device)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             print("notice: the dataset does not fit on the GPU; keeping it in host memory.")
             data["images"] = data["images"].pin_memory()
     return data

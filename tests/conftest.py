@@ -1,6 +1,5 @@
 """Tiny datasets built in temp folders, and helpers that run the scripts in-process or as
 subprocesses. Nothing here downloads anything."""
-import gzip
 import importlib
 import os
 import signal
