@@ -94,11 +94,18 @@ def add_common_args(parser, *, dataroot, epochs, batch_size, workers, seed):
     a("--fake-data", type=positive_int, nargs="?", const=1024, metavar="N",
       help="train on N random images (default 1024) instead of a dataset: a smoke run that "
            "needs no download")
+    # Opt-in speed-ups that change the numerics (a little), so they are off by default:
+    a("--amp", action="store_true",
+      help="mixed precision: run the networks in bfloat16 autocast (losses stay in float32)")
+    a("--channels-last", action="store_true", help="channels-last memory format for the conv nets")
+    a("--compile", action="store_true", help="torch.compile the networks (slow first iterations)")
+    a("--cudnn-benchmark", action="store_true",
+      help="let cuDNN pick the fastest kernels on a GPU: faster, but no longer bit-reproducible")
 
 
 # Settings that do not change what is computed: a resumed run may change these freely.
 NOT_MATH = {"dataroot", "outdir", "epochs", "workers", "device", "ngpu", "resume", "overwrite",
-            "checkpoint_every", "generate", "interpolate", "stream"}
+            "checkpoint_every", "generate", "interpolate", "stream", "cudnn_benchmark"}
 
 
 def math_settings(args, data_id):
@@ -138,7 +145,7 @@ def run(main):
 # Seeding and devices
 # ---------------------------------------------------------------------------------------------
 
-def seed_everything(seed):
+def seed_everything(seed, cudnn_benchmark=False):
     """Seed python, numpy and torch on every device, and allow only deterministic algorithms,
     so that the same command on the same machine gives the same bits."""
     # cuBLAS needs a fixed workspace to be deterministic; it reads this when CUDA starts.
@@ -146,8 +153,9 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds the CPU and every CUDA / MPS device
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False  # benchmarking may pick a different kernel each run
+    # --cudnn-benchmark trades this for speed: cuDNN may then pick a different kernel each run.
+    torch.use_deterministic_algorithms(not cudnn_benchmark)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def seed_worker(worker_id):
@@ -374,6 +382,8 @@ def batches(data, args, epoch, start, device):
             os.kill(os.getpid(), getattr(signal, signal_at.partition("/")[2] or "SIGINT"))
         x = x.to(device, non_blocking=True)
         x = normalize(x) if x.dtype == torch.uint8 else x
+        if getattr(args, "channels_last", False) and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if nan_at == f"{epoch}:{i}":
             x = x * float("nan")
         POSITION.update(epoch=epoch, iteration=i)
@@ -416,8 +426,38 @@ def weights_init(m, bn_mean=1.0):
 
 
 def bare(net):
-    """The model inside nn.DataParallel, so that checkpoints load anywhere."""
-    return net.module if isinstance(net, nn.DataParallel) else net
+    """The model inside nn.DataParallel, DDP, torch.compile or Autocast, so checkpoints load anywhere."""
+    while True:
+        if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel, Autocast)):
+            net = net.module
+        elif hasattr(net, "_orig_mod"):  # torch.compile
+            net = net._orig_mod
+        else:
+            return net
+
+
+class Autocast(nn.Module):
+    """Runs a network in bfloat16 autocast and returns float32, so that losses (BCELoss, which
+    autocast refuses) are computed in full precision."""
+
+    def __init__(self, module, device_type):
+        super().__init__()
+        self.module, self.device_type = module, device_type
+
+    def forward(self, *inputs):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.module(*inputs).float()
+
+
+def speed_up(net, args, device):
+    """Apply the opt-in --channels-last, --amp and --compile to a network."""
+    if getattr(args, "channels_last", False):
+        net = net.to(memory_format=torch.channels_last)
+    if getattr(args, "amp", False):
+        net = Autocast(net, device.type)
+    if getattr(args, "compile", False):
+        net = torch.compile(net)
+    return net
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def main(argv=None):
     # Decide which device we want to run on (--ngpu 0 forces the CPU, as in the tutorial)
     device = common.pick_device(args.device, args.ngpu)
     print("Random Seed:", args.seed, "| device:", device)
-    common.seed_everything(args.seed)
+    common.seed_everything(args.seed, args.cudnn_benchmark)
 
     if args.generate:  # no training: images from the generator of a finished (or running) run
         ckpt = common.load_checkpoint(outdir)
@@ -146,6 +146,9 @@ def main(argv=None):
     if device.type == "cuda" and args.ngpu > 1:
         netD = nn.DataParallel(netD, list(range(min(args.ngpu, torch.cuda.device_count()))))
     print(netD)
+
+    # Opt-in speed-ups (--amp, --channels-last, --compile): off by default, they change the numerics
+    netG, netD = common.speed_up(netG, args, device), common.speed_up(netD, args, device)
 
     # Initialize the ``BCELoss`` function
     criterion = nn.BCELoss()

@@ -116,7 +116,7 @@ def main(argv=None):
     outdir = common.prepare_outdir(args, "dcgan_mnist")
     device = common.pick_device(args.device)
     print("Random Seed:", args.seed, "| device:", device)
-    common.seed_everything(args.seed)
+    common.seed_everything(args.seed, args.cudnn_benchmark)
     z_dim = args.z_dim
 
     if args.generate:
@@ -142,6 +142,8 @@ def main(argv=None):
     disc = disc.apply(weights_init)
     print(gen)
     print(disc)
+    # Opt-in speed-ups (--amp, --channels-last, --compile): off by default, they change the numerics
+    gen, disc = common.speed_up(gen, args, device), common.speed_up(disc, args, device)
 
     # 100 fixed noise vectors, to watch the generator learn
     fixed_noise = get_noise(100, z_dim, device=device)
@@ -152,8 +154,8 @@ def main(argv=None):
     if args.resume:  # everything needed to continue exactly where the run stopped
         ckpt = common.load_checkpoint(outdir)
         common.check_settings(ckpt["settings"], settings)
-        gen.load_state_dict(ckpt["netG"])
-        disc.load_state_dict(ckpt["netD"])
+        common.bare(gen).load_state_dict(ckpt["netG"])
+        common.bare(disc).load_state_dict(ckpt["netD"])
         gen_opt.load_state_dict(ckpt["optimizerG"])
         disc_opt.load_state_dict(ckpt["optimizerD"])
         fixed_noise = ckpt["fixed_noise"].to(device)
@@ -172,7 +174,7 @@ def main(argv=None):
 
     def save_checkpoint(epoch, iteration):
         common.save_checkpoint({
-            "netG": gen.state_dict(), "netD": disc.state_dict(),
+            "netG": common.bare(gen).state_dict(), "netD": common.bare(disc).state_dict(),
             "optimizerG": gen_opt.state_dict(), "optimizerD": disc_opt.state_dict(),
             "epoch": epoch, "iteration": iteration, "fixed_noise": fixed_noise.cpu(),
             "history": history, "rng": common.rng_states(), "settings": settings}, outdir)

@@ -59,7 +59,7 @@ def main(argv=None):
     outdir = common.prepare_outdir(args, "gan_mnist")
     device = common.pick_device(args.device)
     print("Random Seed:", args.seed, "| device:", device)
-    common.seed_everything(args.seed)
+    common.seed_everything(args.seed, args.cudnn_benchmark)
     latent_size = args.latent_size
     as_images = lambda x: x.reshape(-1, 1, 28, 28)  # noqa: E731  (vectors -> 28x28 for pictures)
 
@@ -82,6 +82,8 @@ def main(argv=None):
     G = make_generator(latent_size, args.hidden_size).to(device)
     print(D)
     print(G)
+    # Opt-in speed-ups (--amp, --channels-last, --compile): off by default, they change the numerics
+    D, G = common.speed_up(D, args, device), common.speed_up(G, args, device)
 
     # Binary cross entropy loss and Adam optimizers (fused: one kernel for all parameters, same math)
     criterion = nn.BCELoss()
@@ -97,8 +99,8 @@ def main(argv=None):
     if args.resume:  # everything needed to continue exactly where the run stopped
         ckpt = common.load_checkpoint(outdir)
         common.check_settings(ckpt["settings"], settings)
-        G.load_state_dict(ckpt["netG"])
-        D.load_state_dict(ckpt["netD"])
+        common.bare(G).load_state_dict(ckpt["netG"])
+        common.bare(D).load_state_dict(ckpt["netD"])
         g_optimizer.load_state_dict(ckpt["optimizerG"])
         d_optimizer.load_state_dict(ckpt["optimizerD"])
         sample_vectors = ckpt["fixed_noise"].to(device)
@@ -117,7 +119,7 @@ def main(argv=None):
 
     def save_checkpoint(epoch, iteration):
         common.save_checkpoint({
-            "netG": G.state_dict(), "netD": D.state_dict(),
+            "netG": common.bare(G).state_dict(), "netD": common.bare(D).state_dict(),
             "optimizerG": g_optimizer.state_dict(), "optimizerD": d_optimizer.state_dict(),
             "epoch": epoch, "iteration": iteration, "fixed_noise": sample_vectors.cpu(),
             "history": history, "rng": common.rng_states(), "settings": settings}, outdir)
