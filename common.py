@@ -111,6 +111,7 @@ NOT_MATH = {"dataroot", "outdir", "epochs", "workers", "device", "ngpu", "resume
 def math_settings(args, data_id):
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_MATH}
     settings["data"] = data_id
+    settings["processes"] = rank_and_world()[1]  # under DDP each process normalises its own share
     return settings
 
 
@@ -118,6 +119,9 @@ def run(main):
     """Call main(), turning the mistakes a user can make into one sentence and an exit code."""
     try:
         main()
+        if rank_and_world()[1] > 1:
+            import torch.distributed as dist
+            dist.destroy_process_group()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -173,6 +177,8 @@ def pick_device(choice, ngpu=1):
     if ngpu > 1 and not cuda:
         print(f"notice: --ngpu {ngpu} asked for, but this machine has no CUDA GPU; training on the CPU.")
     if choice in ("auto", "cuda") and cuda:
+        if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+            return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         if ngpu > torch.cuda.device_count():
             print(f"notice: --ngpu {ngpu} asked for, but this machine has "
                   f"{torch.cuda.device_count()} GPU(s); using those.")
@@ -182,6 +188,52 @@ def pick_device(choice, ngpu=1):
     if choice != "auto":
         print(f"notice: --device {choice} is not available on this machine; training on the CPU.")
     return torch.device("cpu")
+
+
+def init_distributed():
+    """Under torchrun (RANK and WORLD_SIZE set): join the process group and return
+    (rank, world_size); a plain `python script.py` run returns (0, 1) and changes nothing."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.get_rank() != 0:  # one copy of the log lines and progress bar: rank 0's
+        sys.stdout = open(os.devnull, "w")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def ddp(net, device):
+    """Wrap a network in DistributedDataParallel, without re-syncing BatchNorm buffers per forward.
+
+    By default DDP copies rank 0's BatchNorm running statistics into every process before each
+    forward, in place. The tutorial runs backward right after each forward of D, which survives
+    that, but two forwards before one backward (real and fake batches, as most GAN code does)
+    fail with "modified by an inplace operation". Training normalises with batch statistics and
+    never reads the running ones, so each process keeping its own changes nothing that is
+    computed, and saves a broadcast per forward. (SyncBatchNorm would instead normalise over the
+    whole global batch: a different computation from the tutorial's.)
+    """
+    import inspect
+    DDP = nn.parallel.DistributedDataParallel
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+               else {"broadcast_buffers": False})  # the older name of the same switch
+    return DDP(net, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
+
+
+def rank_and_world():
+    import torch.distributed as dist
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def on_main_process(function):
+    """Only rank 0 writes files; the other processes skip the call."""
+    def wrapper(*args, **kwargs):
+        if rank_and_world()[0] == 0:
+            return function(*args, **kwargs)
+    wrapper.__doc__, wrapper.__name__ = function.__doc__, function.__name__
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +404,10 @@ def epoch_order(n, seed, epoch):
 
 
 def n_batches(data, batch_size):
-    return math.ceil(data["n"] / batch_size)
+    """Batches per epoch; the last may be smaller. Under DDP an incomplete last batch is dropped,
+    so that every process gets an equal share of every batch."""
+    world = rank_and_world()[1]
+    return math.ceil(data["n"] / batch_size) if world == 1 else data["n"] // batch_size
 
 
 def batches(data, args, epoch, start, device):
@@ -363,13 +418,18 @@ def batches(data, args, epoch, start, device):
     tensor that is one indexing op; with --stream a DataLoader reads the files instead, with
     the same order and the same pixels.
     """
-    order, bs = epoch_order(data["n"], args.seed, epoch), args.batch_size
+    order, bs, nb = epoch_order(data["n"], args.seed, epoch), args.batch_size, n_batches(data, args.batch_size)
+    rank, world = rank_and_world()
+    if world > 1:  # DDP: every process draws the same order and takes its share of each batch
+        share = bs // world
+        order = order[:nb * bs].view(nb, world, share)[:, rank].reshape(-1)
+        bs = share
     if data["images"] is not None:
         images = data["images"]
         order = order.to(images.device)
-        chunks = ((i, images[order[i * bs:(i + 1) * bs]]) for i in range(start, n_batches(data, bs)))
+        chunks = ((i, images[order[i * bs:(i + 1) * bs]]) for i in range(start, nb))
     else:
-        index_lists = [order[i * bs:(i + 1) * bs].tolist() for i in range(start, n_batches(data, bs))]
+        index_lists = [order[i * bs:(i + 1) * bs].tolist() for i in range(start, nb)]
         loader = torch.utils.data.DataLoader(
             data["dataset"], batch_sampler=index_lists, num_workers=args.workers,
             worker_init_fn=seed_worker, pin_memory=device.type == "cuda",
@@ -491,6 +551,7 @@ def flush(history, pending):
     pending.clear()
 
 
+@on_main_process
 def write_history_csv(history, path):
     with open(path + ".tmp", "w") as f:
         f.write(",".join(history) + "\n")
@@ -504,7 +565,19 @@ def write_history_csv(history, path):
 # ---------------------------------------------------------------------------------------------
 
 def rng_states():
-    """Every RNG the training draws from, as tensors and plain lists (safe to load)."""
+    """Every RNG the training draws from, as tensors and plain lists (safe to load): a list with
+    one entry per process (one entry without torchrun)."""
+    state = _rng_state()
+    rank, world = rank_and_world()
+    if world == 1:
+        return [state]
+    import torch.distributed as dist
+    states = [None] * world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _rng_state():
     state = {"torch": torch.get_rng_state(), "numpy": None, "python": None,
              "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -516,7 +589,9 @@ def rng_states():
     return state
 
 
-def set_rng_states(state):
+def set_rng_states(states):
+    states = [states] if isinstance(states, dict) else states  # one process, as earlier versions saved
+    state = states[rank_and_world()[0]]
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
@@ -556,6 +631,8 @@ def save_checkpoint(state, outdir):
             raise Diverged(f"training diverged: the weights of {name} became NaN or infinite by epoch "
                            f"{state['epoch']}, iteration {state['iteration']}; the last checkpoint was "
                            f"left as it was. Try a lower --lr.")
+    if rank_and_world()[0] != 0:
+        return  # under DDP only rank 0 writes (the RNG states of every rank are in `state`)
     path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")
     if os.path.exists(path):
         try:  # a hard link: checkpoint.pt itself is never missing, not even for an instant
@@ -571,6 +648,17 @@ def save_checkpoint(state, outdir):
 
 
 def load_checkpoint(outdir):
+    """Load checkpoint.pt safely; under DDP rank 0 reads it and sends it to the other processes."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return _load_checkpoint(outdir)
+    import torch.distributed as dist
+    box = [_load_checkpoint(outdir) if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _load_checkpoint(outdir):
     """Load checkpoint.pt safely (tensors and plain data only); fall back to the previous copy."""
     path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")
     if not os.path.exists(path):
@@ -592,8 +680,13 @@ def load_checkpoint(outdir):
     return state
 
 
+# Settings that checkpoints of earlier versions lack, at the value that reproduces those versions.
+ADDED_LATER = {"amp": False, "channels_last": False, "compile": False, "processes": 1}
+
+
 def check_settings(old, new):
     """Refuse to resume under settings that change what is computed."""
+    old = {**ADDED_LATER, **old}
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                if old.get(k) != new.get(k)]
     if changed:
@@ -619,7 +712,7 @@ def prepare_outdir(args, script):
     if has_run and not (args.resume or args.generate or args.overwrite):
         raise UserError(f"{outdir} already holds a run (checkpoint.pt); continue it with --resume, "
                         f"start over with --overwrite, or choose another --outdir.")
-    if args.overwrite and not args.resume:
+    if args.overwrite and not args.resume and rank_and_world()[0] == 0:
         for old in glob.glob(os.path.join(outdir, "samples", "epoch_*.png")):
             os.remove(old)
     return outdir
@@ -643,14 +736,25 @@ def catch_stop_signals():
 
 
 def stop_requested():
+    """Has Ctrl-C or SIGTERM arrived? Under DDP the processes agree (any one stopping stops all),
+    so that all of them save at the same iteration."""
+    rank, world = rank_and_world()
+    if world > 1:
+        import torch.distributed as dist
+        flag = torch.tensor([STOP["signal"] or 0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and STOP["signal"] is None:
+            STOP["signal"] = int(flag.item())
     return STOP["signal"] is not None
 
 
 def exit_after_stop(epoch, i, outdir):
-    argv = [a for a in sys.argv if a != "--overwrite"]
-    command = shlex.join(["python"] + argv + ([] if "--resume" in argv else ["--resume"]))
-    print(f"Stopped at epoch {epoch}, iteration {i}; saved {os.path.join(outdir, 'checkpoint.pt')}. "
-          f"Continue with: {command}", file=sys.stderr, flush=True)
+    argv = [a for a in sys.argv if a != "--overwrite"] + ([] if "--resume" in sys.argv else ["--resume"])
+    world = rank_and_world()[1]
+    command = shlex.join((["torchrun", f"--nproc_per_node={world}"] if world > 1 else ["python"]) + argv)
+    if rank_and_world()[0] == 0:
+        print(f"Stopped at epoch {epoch}, iteration {i}; saved {os.path.join(outdir, 'checkpoint.pt')}. "
+              f"Continue with: {command}", file=sys.stderr, flush=True)
     sys.exit(128 + STOP["signal"])
 
 
@@ -663,10 +767,12 @@ def to_pixels(images):
     return images.detach().float().cpu().add(1).div(2).clamp(0, 1)
 
 
+@on_main_process
 def save_grid(images, path, nrow=8):
     vutils.save_image(to_pixels(images), path, nrow=nrow, padding=2)
 
 
+@on_main_process
 def save_images(images, folder):
     """One PNG file per image, at the data's resolution."""
     os.makedirs(folder, exist_ok=True)
@@ -748,6 +854,7 @@ def plot_curves(history, names, path, title, ylabel):
     plt.close(fig)
 
 
+@on_main_process
 def real_vs_fake(real, fake, path, nrow=8):
     """Real images beside fake ones, like the DCGAN tutorial's last figure."""
     plt = _plt()
@@ -762,6 +869,7 @@ def real_vs_fake(real, fake, path, nrow=8):
     plt.close(fig)
 
 
+@on_main_process
 def write_epoch_outputs(outdir, history, loss_names, score_names):
     """Everything rewritten after each epoch: CSV, loss plot, score plot, GIF."""
     write_history_csv(history, os.path.join(outdir, "history.csv"))
@@ -850,6 +958,7 @@ def epoch_line(epoch, args, data):
         f"({min(nb * args.batch_size, data['n']) / max(secs, 1e-9):.0f} img/s); run ETA {clock(left)}")
 
 
+@on_main_process
 def summary(outdir, seconds, history, loss_names):
     last = ", ".join(f"{n} {history[n][-1]:.4f}" for n in loss_names) if history["epoch"] else "no iterations"
     print(f"Done in {clock(seconds)}; final {last}. Outputs in {outdir}/: samples/, progress.gif, "

@@ -106,11 +106,17 @@ class Discriminator(nn.Module):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Under torchrun: one process per device, DistributedDataParallel (rank 0 writes the outputs)
+    rank, world_size = common.init_distributed()
     outdir = common.prepare_outdir(args, "dcgan_celeba")
     # Decide which device we want to run on (--ngpu 0 forces the CPU, as in the tutorial)
     device = common.pick_device(args.device, args.ngpu)
-    print("Random Seed:", args.seed, "| device:", device)
-    common.seed_everything(args.seed, args.cudnn_benchmark)
+    print("Random Seed:", args.seed, "| device:", device, f"| {world_size} processes" if world_size > 1 else "")
+    if args.batch_size % world_size:
+        raise common.UserError(f"--batch-size {args.batch_size} is the batch of all {world_size} processes together "
+                               f"and must divide evenly among them; use a multiple of {world_size}.")
+    # Each process its own noise; DDP gives every process rank 0's initial weights
+    common.seed_everything(args.seed + rank, args.cudnn_benchmark)
 
     if args.generate:  # no training: images from the generator of a finished (or running) run
         ckpt = common.load_checkpoint(outdir)
@@ -136,19 +142,21 @@ def main(argv=None):
     #  to mean=0, stdev=0.02.
     netG.apply(common.weights_init)
     # Handle multi-GPU if desired
-    if device.type == "cuda" and args.ngpu > 1:
+    if device.type == "cuda" and args.ngpu > 1 and world_size == 1:
         netG = nn.DataParallel(netG, list(range(min(args.ngpu, torch.cuda.device_count()))))
     print(netG)
 
     # Create the Discriminator
     netD = Discriminator(args.ngpu, args.ndf).to(device)
     netD.apply(common.weights_init)
-    if device.type == "cuda" and args.ngpu > 1:
+    if device.type == "cuda" and args.ngpu > 1 and world_size == 1:
         netD = nn.DataParallel(netD, list(range(min(args.ngpu, torch.cuda.device_count()))))
     print(netD)
 
     # Opt-in speed-ups (--amp, --channels-last, --compile): off by default, they change the numerics
     netG, netD = common.speed_up(netG, args, device), common.speed_up(netD, args, device)
+    if world_size > 1:  # torchrun: gradients averaged over the processes (see common.ddp on BatchNorm)
+        netG, netD = common.ddp(netG, device), common.ddp(netD, device)
 
     # Initialize the ``BCELoss`` function
     criterion = nn.BCELoss()
@@ -273,10 +281,11 @@ def main(argv=None):
             # Save Losses for plotting later
             common.record(pending, epoch, i, errD, errG, D_x, D_G_z1, D_G_z2)
             iters += 1
-            if iters % args.checkpoint_every == 0 or common.stop_requested():
+            stop = common.stop_requested()  # Ctrl-C or SIGTERM arrived: save and exit
+            if iters % args.checkpoint_every == 0 or stop:
                 common.flush(history, pending)
                 save_checkpoint(epoch, i + 1)
-            if common.stop_requested():
+            if stop:
                 common.write_history_csv(history, os.path.join(outdir, "history.csv"))
                 common.exit_after_stop(epoch, i + 1, outdir)
 

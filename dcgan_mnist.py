@@ -227,10 +227,11 @@ def main(argv=None):
                 mean_discriminator_loss = sum(history["loss_d"][-display_step:]) / display_step
                 common.log(f"Step {cur_step}: Generator loss: {mean_generator_loss}, "
                            f"discriminator loss: {mean_discriminator_loss}")
-            if cur_step % args.checkpoint_every == 0 or common.stop_requested():
+            stop = common.stop_requested()  # Ctrl-C or SIGTERM arrived: save and exit
+            if cur_step % args.checkpoint_every == 0 or stop:
                 common.flush(history, pending)
                 save_checkpoint(epoch, i + 1)
-            if common.stop_requested():
+            if stop:
                 common.write_history_csv(history, os.path.join(outdir, "history.csv"))
                 common.exit_after_stop(epoch, i + 1, outdir)
 

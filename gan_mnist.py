@@ -189,10 +189,11 @@ def main(argv=None):
                            .format(epoch, args.epochs, i + 1, total_step, d_loss.item(), g_loss.item(),
                                    real_score.mean().item(), fake_score.mean().item()))
             iters += 1
-            if iters % args.checkpoint_every == 0 or common.stop_requested():
+            stop = common.stop_requested()  # Ctrl-C or SIGTERM arrived: save and exit
+            if iters % args.checkpoint_every == 0 or stop:
                 common.flush(history, pending)
                 save_checkpoint(epoch, i + 1)
-            if common.stop_requested():
+            if stop:
                 common.write_history_csv(history, os.path.join(outdir, "history.csv"))
                 common.exit_after_stop(epoch, i + 1, outdir)
 

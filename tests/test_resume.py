@@ -141,4 +141,17 @@ def test_checkpoint_holds_only_plain_data_and_loads_with_weights_only(runs):
             return all(plain(v) for v in x)
         return x is None or isinstance(x, (torch.Tensor, int, float, str, bool))
     assert plain(ckpt)
-    assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
+    assert isinstance(ckpt["rng"][0]["torch"], torch.Tensor)
+
+
+def test_checkpoints_of_earlier_versions_still_resume(tmp_path, mnist_root):
+    """Before the speed and DDP flags, checkpoints had no such settings and one RNG dict."""
+    args = ["--dataroot", mnist_root, "--batch-size", "16", "--outdir", tmp_path]
+    assert call("gan_mnist", *args, "--epochs", 1) == 0
+    ckpt = load(tmp_path)
+    for key in ("amp", "channels_last", "compile", "processes"):
+        del ckpt["settings"][key]
+    ckpt["rng"] = ckpt["rng"][0]
+    torch.save(ckpt, os.path.join(tmp_path, "checkpoint.pt"))
+    assert call("gan_mnist", *args, "--epochs", 2, "--resume") == 0
+    assert load(tmp_path)["epoch"] == 2

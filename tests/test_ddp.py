@@ -1,0 +1,63 @@
+"""Issue: dcgan_celeba.py under torchrun with DistributedDataParallel (2 CPU processes, gloo)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, assert_same, call, load, same_files
+
+
+def torchrun(*argv, env=None):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(ROOT, "dcgan_celeba.py"), *map(str, argv)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, celeba_root):
+    """A 2-process run of 2 epochs: 24 faces in global batches of 8 (4 per process)."""
+    outdir = str(tmp_path_factory.mktemp("ddp") / "straight")
+    args = ["--dataroot", celeba_root, "--batch-size", 8, "--ngf", 8, "--ndf", 8, "--workers", 0,
+            "--epochs", 2, "--checkpoint-every", 2]
+    code, out, err = torchrun(*args, "--outdir", outdir)
+    assert code == 0, err[-3000:]
+    return outdir, args, out
+
+
+def test_trains_with_two_processes_and_writes_one_set_of_outputs(straight):
+    outdir, _, out = straight
+    assert "2 processes" in out
+    assert out.count("Starting Training Loop") == 1  # one log: rank 0's
+    assert sorted(os.listdir(os.path.join(outdir, "samples"))) == [f"epoch_000{k}.png" for k in range(3)]
+    with open(os.path.join(outdir, "history.csv")) as f:
+        assert len(f.readlines()) == 1 + 2 * 3  # header + 2 epochs x 3 global batches
+    ckpt = load(outdir)
+    assert len(ckpt["rng"]) == 2 and ckpt["settings"]["processes"] == 2  # every rank's RNG state
+    assert not [f for f in os.listdir(outdir) if "tmp" in f]
+
+
+def test_sigint_under_torchrun_saves_once_and_resumes_bit_for_bit(straight, tmp_path):
+    outdir, args, _ = straight
+    code, out, err = torchrun(*args, "--outdir", tmp_path, env={"GAN_TEST_SIGNAL_AT": "1:1/SIGINT"})
+    assert code != 0  # the workers exit with 130, which torchrun reports as a failure
+    assert err.count("Stopped at epoch 1, iteration 2") == 1 and "torchrun --nproc_per_node=2" in err
+    assert "Traceback" not in err.split("Stopped at")[0]  # the workers' own output has none
+    code, out, err = torchrun(*args, "--outdir", tmp_path, "--resume")
+    assert code == 0, err[-3000:]
+    assert_same(load(outdir), load(str(tmp_path)))
+    assert same_files(outdir, str(tmp_path), "history.csv")
+
+
+def test_resuming_a_two_process_run_in_one_process_is_refused(straight, capsys, celeba_root):
+    outdir, args, _ = straight
+    assert call("dcgan_celeba", *args[:-4], "--epochs", 3, "--outdir", outdir, "--resume") == 1
+    assert "processes: 2 -> 1" in capsys.readouterr().err
+
+
+def test_batch_size_must_divide_among_the_processes(tmp_path, celeba_root):
+    code, out, err = torchrun("--dataroot", celeba_root, "--batch-size", 7, "--outdir", tmp_path)
+    assert code != 0
+    assert "must divide evenly among them" in err
