@@ -847,7 +847,7 @@ def plot_curves(history, names, path, title, ylabel):
         ticks = epoch_starts[::max(1, len(epoch_starts) // 10)]
         ax.set_xticks(ticks, [str(history["epoch"][k]) for k in ticks])
     ax.set(title=title, ylabel=ylabel,
-           xlabel="iterations (grey lines: epoch starts)" if marked else "epoch")
+           xlabel="iterations (grey lines: epoch starts)" if marked else "epochs done")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

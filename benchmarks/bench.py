@@ -231,8 +231,6 @@ def make_faces(folder, n):
     import numpy as np
     from PIL import Image
     os.makedirs(folder, exist_ok=True)
-    if len(os.listdir(folder)) == n:
-        return
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:218, :178]
     for k in range(n):
@@ -252,10 +250,12 @@ def main():
     p.add_argument("--epochs", type=int, default=3, help="epochs per child (the first is dropped)")
     p.add_argument("--repeats", type=int, default=2, help="alternations of (a) and (b)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--flags", default="", help='also time the scripts with these extra flags, e.g. --flags=--channels-last')
     p.add_argument("--tutorial", choices=list(TUTORIALS), help=argparse.SUPPRESS)  # child mode
     args = p.parse_args()
     if args.celeba is None:
         args.celeba = os.path.join(tempfile.gettempdir(), f"bench_faces_{args.faces}")
+    if not os.path.exists(args.celeba):
         make_faces(os.path.join(args.celeba, "img_align_celeba"), args.faces)
 
     if args.tutorial:  # child: run one tutorial loop
@@ -272,12 +272,15 @@ def main():
         for rep in range(args.repeats):
             for script in args.scripts:
                 data = ["--dataroot", args.celeba if script == "dcgan_celeba" else args.mnist]
-                runs = {
-                    "tutorial": [sys.executable, __file__, "--tutorial", script, "--epochs", str(args.epochs),
-                                 "--mnist", args.mnist, "--celeba", args.celeba, "--device", args.device],
-                    "project": [sys.executable, f"{script}.py", *data, "--epochs", str(args.epochs),
-                                "--outdir", os.path.join(tmp, f"{script}{rep}"), "--device", args.device,
-                                "--checkpoint-every", "1000000"]}
+                def project(outdir, *flags):
+                    return [sys.executable, f"{script}.py", *data, "--epochs", str(args.epochs), "--outdir",
+                            os.path.join(tmp, outdir), "--device", args.device, "--checkpoint-every", "1000000",
+                            *flags]
+                runs = {"tutorial": [sys.executable, __file__, "--tutorial", script, "--epochs", str(args.epochs),
+                                     "--mnist", args.mnist, "--celeba", args.celeba, "--device", args.device],
+                        "project": project(f"{script}{rep}")}
+                if args.flags:
+                    runs[f"project {args.flags}"] = project(f"{script}{rep}f", *args.flags.split())
                 for side, cmd in runs.items():
                     seconds, rss = child(cmd)
                     r = results.setdefault((script, side), {"epoch_s": [], "rss": 0})
@@ -285,17 +288,23 @@ def main():
                     r["rss"] = max(r["rss"], rss)
                     print(f"  {script:13s} {side:8s} rep {rep}: epochs {['%.2f' % s for s in seconds]} s, "
                           f"peak RSS {rss:.0f} MiB", flush=True)
-    n = {"gan_mnist": None, "dcgan_mnist": None, "dcgan_celeba": args.faces}
+    n = {"gan_mnist": count_mnist(args.mnist),
+         "dcgan_celeba": sum(f.endswith((".jpg", ".png")) for _, _, fs in os.walk(args.celeba) for f in fs)}
+    n["dcgan_mnist"] = n["gan_mnist"]
     print()
     print("| script | images/epoch | tutorial s/epoch | project s/epoch | tutorial img/s | project img/s "
           "| speed-up | peak RSS tutorial / project |")
     print("|---|---|---|---|---|---|---|---|")
     for script in args.scripts:
-        t, q = results[(script, "tutorial")], results[(script, "project")]
-        ts, qs = statistics.median(t["epoch_s"]), statistics.median(q["epoch_s"])
-        images = n[script] or count_mnist(args.mnist)
-        print(f"| {script} | {images} | {ts:.2f} | {qs:.2f} | {images / ts:.0f} | {images / qs:.0f} | "
-              f"{ts / qs:.2f}x | {t['rss']:.0f} / {q['rss']:.0f} MiB |")
+        t = results[(script, "tutorial")]
+        ts = statistics.median(t["epoch_s"])
+        images = n[script]
+        for side in [s for (sc, s) in results if sc == script and s != "tutorial"]:
+            q = results[(script, side)]
+            qs = statistics.median(q["epoch_s"])
+            name = script + (f" {side[len('project '):]}" if side != "project" else "")
+            print(f"| {name} | {images} | {ts:.2f} | {qs:.2f} | {images / ts:.0f} | {images / qs:.0f} | "
+                  f"{ts / qs:.2f}x | {t['rss']:.0f} / {q['rss']:.0f} MiB |")
 
 
 def count_mnist(root):
