@@ -624,7 +624,30 @@ def atomic_save(obj, path):
         pass
 
 
-def save_checkpoint(state, outdir):
+def save_checkpoint(outdir, settings, netG, netD, optimizerG, optimizerD, epoch, iteration, fixed_noise, history):
+    """Everything needed to continue exactly from here: both nets and optimizers, the position
+    (epoch, and iterations done in it), the fixed noise, the history and every RNG state."""
+    write_checkpoint({
+        "netG": bare(netG).state_dict(), "netD": bare(netD).state_dict(),
+        "optimizerG": optimizerG.state_dict(), "optimizerD": optimizerD.state_dict(),
+        "epoch": epoch, "iteration": iteration, "fixed_noise": fixed_noise.cpu(),
+        "history": history, "rng": rng_states(), "settings": settings}, outdir)
+
+
+def resume(outdir, settings, netG, netD, optimizerG, optimizerD, device):
+    """--resume: restore what save_checkpoint saved, after checking that no setting that changes
+    the math differs. Returns (epoch, iteration, fixed_noise, history)."""
+    ckpt = load_checkpoint(outdir)
+    check_settings(ckpt["settings"], settings)
+    bare(netG).load_state_dict(ckpt["netG"])
+    bare(netD).load_state_dict(ckpt["netD"])
+    optimizerG.load_state_dict(ckpt["optimizerG"])
+    optimizerD.load_state_dict(ckpt["optimizerD"])
+    set_rng_states(ckpt["rng"])
+    return ckpt["epoch"], ckpt["iteration"], ckpt["fixed_noise"].to(device), ckpt["history"]
+
+
+def write_checkpoint(state, outdir):
     """Save checkpoint.pt; the one it replaces stays as checkpoint.prev.pt."""
     for name in ("netG", "netD"):
         if not all(torch.isfinite(t).all() for t in state[name].values() if t.is_floating_point()):

@@ -177,17 +177,9 @@ def main(argv=None):
     history = common.new_history(["loss_d", "loss_g", "D_x", "D_G_z1", "D_G_z2"])
     settings = common.math_settings(args, data["id"])
     start_epoch, start_iter = 0, 0
-    if args.resume:  # everything needed to continue exactly where the run stopped
-        ckpt = common.load_checkpoint(outdir)
-        common.check_settings(ckpt["settings"], settings)
-        common.bare(netG).load_state_dict(ckpt["netG"])
-        common.bare(netD).load_state_dict(ckpt["netD"])
-        optimizerG.load_state_dict(ckpt["optimizerG"])
-        optimizerD.load_state_dict(ckpt["optimizerD"])
-        fixed_noise = ckpt["fixed_noise"].to(device)
-        history = ckpt["history"]
-        start_epoch, start_iter = ckpt["epoch"], ckpt["iteration"]
-        common.set_rng_states(ckpt["rng"])
+    if args.resume:  # both nets and optimizers, the position, fixed noise, history, every RNG state
+        start_epoch, start_iter, fixed_noise, history = common.resume(
+            outdir, settings, netG, netD, optimizerG, optimizerD, device)
         if start_epoch >= args.epochs:
             print(f"This run has already trained {start_epoch} epochs (--epochs {args.epochs}): nothing to "
                   f"do. Give a larger --epochs to train on.")
@@ -201,11 +193,8 @@ def main(argv=None):
             common.save_grid(netG(fixed_noise), os.path.join(outdir, "samples", "epoch_0000.png"))
 
     def save_checkpoint(epoch, iteration):
-        common.save_checkpoint({
-            "netG": common.bare(netG).state_dict(), "netD": common.bare(netD).state_dict(),
-            "optimizerG": optimizerG.state_dict(), "optimizerD": optimizerD.state_dict(),
-            "epoch": epoch, "iteration": iteration, "fixed_noise": fixed_noise.cpu(),
-            "history": history, "rng": common.rng_states(), "settings": settings}, outdir)
+        common.save_checkpoint(outdir, settings, netG, netD, optimizerG, optimizerD,
+                               epoch, iteration, fixed_noise, history)
 
     # Training Loop
     pending = []  # this epoch's numbers, still on the device

@@ -151,17 +151,9 @@ def main(argv=None):
     history = common.new_history(["loss_d", "loss_g"])
     settings = common.math_settings(args, data["id"])
     start_epoch, start_iter = 0, 0
-    if args.resume:  # everything needed to continue exactly where the run stopped
-        ckpt = common.load_checkpoint(outdir)
-        common.check_settings(ckpt["settings"], settings)
-        common.bare(gen).load_state_dict(ckpt["netG"])
-        common.bare(disc).load_state_dict(ckpt["netD"])
-        gen_opt.load_state_dict(ckpt["optimizerG"])
-        disc_opt.load_state_dict(ckpt["optimizerD"])
-        fixed_noise = ckpt["fixed_noise"].to(device)
-        history = ckpt["history"]
-        start_epoch, start_iter = ckpt["epoch"], ckpt["iteration"]
-        common.set_rng_states(ckpt["rng"])
+    if args.resume:  # both nets and optimizers, the position, fixed noise, history, every RNG state
+        start_epoch, start_iter, fixed_noise, history = common.resume(
+            outdir, settings, gen, disc, gen_opt, disc_opt, device)
         if start_epoch >= args.epochs:
             print(f"This run has already trained {start_epoch} epochs (--epochs {args.epochs}): nothing to "
                   f"do. Give a larger --epochs to train on.")
@@ -173,11 +165,8 @@ def main(argv=None):
             common.save_grid(gen(fixed_noise), os.path.join(outdir, "samples", "epoch_0000.png"), nrow=10)
 
     def save_checkpoint(epoch, iteration):
-        common.save_checkpoint({
-            "netG": common.bare(gen).state_dict(), "netD": common.bare(disc).state_dict(),
-            "optimizerG": gen_opt.state_dict(), "optimizerD": disc_opt.state_dict(),
-            "epoch": epoch, "iteration": iteration, "fixed_noise": fixed_noise.cpu(),
-            "history": history, "rng": common.rng_states(), "settings": settings}, outdir)
+        common.save_checkpoint(outdir, settings, gen, disc, gen_opt, disc_opt,
+                               epoch, iteration, fixed_noise, history)
 
     pending = []  # this epoch's numbers, still on the device
     cur_step = len(history["epoch"])

@@ -96,17 +96,9 @@ def main(argv=None):
     history = common.new_history(["loss_d", "loss_g", "D_x", "D_G_z"])
     settings = common.math_settings(args, data["id"])
     start_epoch, start_iter = 0, 0
-    if args.resume:  # everything needed to continue exactly where the run stopped
-        ckpt = common.load_checkpoint(outdir)
-        common.check_settings(ckpt["settings"], settings)
-        common.bare(G).load_state_dict(ckpt["netG"])
-        common.bare(D).load_state_dict(ckpt["netD"])
-        g_optimizer.load_state_dict(ckpt["optimizerG"])
-        d_optimizer.load_state_dict(ckpt["optimizerD"])
-        sample_vectors = ckpt["fixed_noise"].to(device)
-        history = ckpt["history"]
-        start_epoch, start_iter = ckpt["epoch"], ckpt["iteration"]
-        common.set_rng_states(ckpt["rng"])
+    if args.resume:  # both nets and optimizers, the position, fixed noise, history, every RNG state
+        start_epoch, start_iter, sample_vectors, history = common.resume(
+            outdir, settings, G, D, g_optimizer, d_optimizer, device)
         if start_epoch >= args.epochs:
             print(f"This run has already trained {start_epoch} epochs (--epochs {args.epochs}): nothing to "
                   f"do. Give a larger --epochs to train on.")
@@ -118,11 +110,8 @@ def main(argv=None):
             common.save_grid(as_images(G(sample_vectors)), os.path.join(outdir, "samples", "epoch_0000.png"), nrow=10)
 
     def save_checkpoint(epoch, iteration):
-        common.save_checkpoint({
-            "netG": common.bare(G).state_dict(), "netD": common.bare(D).state_dict(),
-            "optimizerG": g_optimizer.state_dict(), "optimizerD": d_optimizer.state_dict(),
-            "epoch": epoch, "iteration": iteration, "fixed_noise": sample_vectors.cpu(),
-            "history": history, "rng": common.rng_states(), "settings": settings}, outdir)
+        common.save_checkpoint(outdir, settings, G, D, g_optimizer, d_optimizer,
+                               epoch, iteration, sample_vectors, history)
 
     def train_discriminator(images):
         # Create the labels which are later on used as input for the BCE loss
