@@ -22,6 +22,11 @@ import common
 image_size = 784  # 28 x 28 pixels, flattened
 
 
+def as_images(vectors):
+    """784-vectors -> 1 x 28 x 28 images, for the pictures."""
+    return vectors.reshape(-1, 1, 28, 28)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -61,7 +66,6 @@ def main(argv=None):
     print("Random Seed:", args.seed, "| device:", device)
     common.seed_everything(args.seed, args.cudnn_benchmark)
     latent_size = args.latent_size
-    as_images = lambda x: x.reshape(-1, 1, 28, 28)  # noqa: E731  (vectors -> 28x28 for pictures)
 
     if args.generate:
         ckpt = common.load_checkpoint(outdir)
