@@ -123,7 +123,10 @@ def run(main):
             import torch.distributed as dist
             dist.destroy_process_group()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = str(e).strip()
+        if "Original Traceback" in message:  # raised in a DataLoader worker: keep the sentence only
+            message = message.splitlines()[-1].split(": ", 1)[-1]
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
@@ -275,7 +278,7 @@ def mnist(root, stream):
                         f"delete that folder's files and run again to download them afresh.") from None
     images = dataset.data.unsqueeze(1).contiguous()
     if images.shape[1:] != (1, 28, 28) or len(images) != len(dataset.targets):
-        raise UserError(f"the MNIST files in {os.path.join(root, 'MNIST', 'raw')} do not hold 28x28 "
+        raise UserError(f"the MNIST files in {raw} do not hold 28x28 "
                         f"digits; delete them and run again to download them afresh.")
     data_id = "mnist-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
     return data_dict(None if stream else images, dataset if stream else None, data_id)
@@ -312,7 +315,8 @@ def check_image_folder(root):
 
 
 class _Decode(torch.utils.data.Dataset):
-    """Each image of an ImageFolder after its transform, as uint8, or None if it cannot be read."""
+    """Each image of an ImageFolder after Resize + CenterCrop, as (uint8 tensor, True), or
+    (empty tensor, False) when the file cannot be read."""
 
     def __init__(self, samples, resize_crop):
         self.samples, self.resize_crop = samples, resize_crop
@@ -337,7 +341,8 @@ def image_folder(root, image_size, workers, cache_dirs, stream):
     import torchvision.datasets as dset
     check_image_folder(root)
     resize_crop = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
-    dataset = dset.ImageFolder(root=root, transform=transforms.Compose([resize_crop] + TO_TENSOR_NORMALIZED))
+    dataset = dset.ImageFolder(root=root, transform=transforms.Compose([resize_crop] + TO_TENSOR_NORMALIZED),
+                               loader=load_rgb)
     files = [os.path.relpath(path, root) for path, _ in dataset.samples]
     stats = [os.stat(path) for path, _ in dataset.samples]
     data_id = "images-" + hashlib.sha256("\n".join(
@@ -379,6 +384,17 @@ def image_folder(root, image_size, workers, cache_dirs, stream):
         except OSError:
             continue
     return data_dict(cache["images"], None, data_id)
+
+
+def load_rgb(path):
+    """ImageFolder's own loader (any image -> RGB), with a clear error for a damaged file; that
+    stops --stream, while the decoded cache skips such files with a warning."""
+    from torchvision.datasets.folder import default_loader
+    try:
+        return default_loader(path)
+    except Exception as e:  # PIL raises many kinds for damaged files
+        raise UserError(f"{path} cannot be read ({first_line(e) or type(e).__name__}); remove or replace it, or "
+                        f"run without --stream, which skips unreadable images with a warning.") from None
 
 
 def data_dict(images, dataset, data_id):
@@ -442,7 +458,7 @@ def batches(data, args, epoch, start, device):
             os.kill(os.getpid(), getattr(signal, signal_at.partition("/")[2] or "SIGINT"))
         x = x.to(device, non_blocking=True)
         x = normalize(x) if x.dtype == torch.uint8 else x
-        if getattr(args, "channels_last", False) and x.dim() == 4:
+        if args.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if nan_at == f"{epoch}:{i}":
             x = x * float("nan")
@@ -511,11 +527,11 @@ class Autocast(nn.Module):
 
 def speed_up(net, args, device):
     """Apply the opt-in --channels-last, --amp and --compile to a network."""
-    if getattr(args, "channels_last", False):
+    if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    if getattr(args, "amp", False):
+    if args.amp:
         net = Autocast(net, device.type)
-    if getattr(args, "compile", False):
+    if args.compile:
         net = torch.compile(net)
     return net
 

@@ -159,3 +159,28 @@ def test_overwrite_starts_over(tmp_path, mnist_root):
 def test_resume_or_generate_without_a_checkpoint(flag, tmp_path, mnist_root, capsys):
     assert call("dcgan_mnist", "--dataroot", mnist_root, "--outdir", tmp_path, *flag) == 1
     one_sentence_error(capsys, "no checkpoint.pt in")
+
+
+def test_stream_stops_at_an_unreadable_image_with_one_sentence(tmp_path, capsys):
+    make_faces(str(tmp_path / "root" / "img_align_celeba"), n=6)
+    (tmp_path / "root" / "img_align_celeba" / "000004.jpg").write_bytes(b"not a jpeg at all")
+    assert run_celeba(tmp_path / "root", tmp_path, "--stream") == 1
+    err = one_sentence_error(capsys, "000004.jpg cannot be read", "without --stream")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unreadable_image_in_a_dataloader_worker_is_still_one_sentence(tmp_path, capsys):
+    import torch
+    import torchvision.datasets as dset
+    make_faces(str(tmp_path / "root" / "img_align_celeba"), n=4)
+    (tmp_path / "root" / "img_align_celeba" / "000002.jpg").write_bytes(b"not a jpeg at all")
+    dataset = dset.ImageFolder(str(tmp_path / "root"), loader=common.load_rgb)
+
+    def main():
+        for _ in torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2):
+            pass
+    with pytest.raises(SystemExit) as stop:
+        common.run(main)
+    assert stop.value.code == 1
+    err = one_sentence_error(capsys, "000002.jpg cannot be read", "without --stream")
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: /")
