@@ -162,6 +162,9 @@ def seed_everything(seed, cudnn_benchmark=False):
     torch.manual_seed(seed)  # seeds the CPU and every CUDA / MPS device
     # --cudnn-benchmark trades this for speed: cuDNN may then pick a different kernel each run.
     torch.use_deterministic_algorithms(not cudnn_benchmark)
+    # Deterministic mode also fills every new tensor with NaN, a debugging aid that costs an extra
+    # write per allocation (an extra kernel on a GPU). No result depends on it: the same bits come out.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = cudnn_benchmark
 
 

@@ -10,6 +10,10 @@ Both use the same networks from the scripts. Each prints one line per epoch; the
 (warm-up, caches) is dropped and the median of the rest is reported. Per-epoch time covers the
 training loop only, not the pictures written after each epoch (either side).
 
+A second table sets the project against the limits: the FLOPs one image costs in the script's
+loop (counted with FlopCounterMode), the float32 rate this device reaches on one large product,
+and so the fastest an epoch of that arithmetic could be.
+
     python benchmarks/bench.py                                   # all three, on the CPU
     python benchmarks/bench.py --scripts gan_mnist --repeats 3 --epochs 4
 """
@@ -240,6 +244,46 @@ def make_faces(folder, n):
         Image.fromarray(pixels, "RGB").save(os.path.join(folder, f"{k + 1:06d}.jpg"), quality=90)
 
 
+def flops_per_image(script, device, tmp):
+    """Training FLOPs per image of the script's own loop (matmuls and convolutions, forward and
+    backward): run it on N and on 2N fake images under FlopCounterMode; the difference (the
+    epoch-end pictures cancel out) over N."""
+    import importlib
+    import contextlib
+    import io
+    from torch.utils.flop_counter import FlopCounterMode
+    module = importlib.import_module(script)
+    batch = {"gan_mnist": 100}.get(script, 128)
+    counts = []
+    for n in (batch, 2 * batch):
+        counter = FlopCounterMode(display=False)
+        with counter, contextlib.redirect_stdout(io.StringIO()):
+            module.main(["--fake-data", str(n), "--epochs", "1", "--device", device, "--overwrite",
+                         "--outdir", os.path.join(tmp, f"flops_{script}_{n}")])
+        counts.append(counter.get_total_flops())
+    return (counts[1] - counts[0]) / batch
+
+
+def fp32_rates(device):
+    """FLOP/s this device reaches on one 2048^3 float32 product, as a matrix product (BLAS: the
+    path of nn.Linear) and as a 1x1 convolution (the path of the conv layers; on the CPU that is
+    oneDNN, which may use wider vector units than the BLAS does)."""
+    import torch
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    x, w = a.reshape(1, 2048, 32, 64), b.reshape(2048, 2048, 1, 1)
+    rates = {}
+    for name, f in [("matmul", lambda: a @ b), ("1x1 convolution", lambda: torch.nn.functional.conv2d(x, w))]:
+        for _ in range(3):
+            f()
+        sync(torch.device(device))
+        rounds, t0 = 10, time.perf_counter()
+        for _ in range(rounds):
+            f()
+        sync(torch.device(device))
+        rates[name] = rounds * 2 * 2048 ** 3 / (time.perf_counter() - t0)
+    return rates
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scripts", nargs="+", default=["gan_mnist", "dcgan_mnist", "dcgan_celeba"])
@@ -250,7 +294,9 @@ def main():
     p.add_argument("--epochs", type=int, default=3, help="epochs per child (the first is dropped)")
     p.add_argument("--repeats", type=int, default=2, help="alternations of (a) and (b)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--flags", default="", help='also time the scripts with these extra flags, e.g. --flags=--channels-last')
+    p.add_argument("--flags", action="append", default=[],
+                   help="also time the scripts with these extra flags, e.g. --flags=--channels-last "
+                        "(give it again for more variants)")
     p.add_argument("--tutorial", choices=list(TUTORIALS), help=argparse.SUPPRESS)  # child mode
     args = p.parse_args()
     if args.celeba is None:
@@ -279,8 +325,8 @@ def main():
                 runs = {"tutorial": [sys.executable, __file__, "--tutorial", script, "--epochs", str(args.epochs),
                                      "--mnist", args.mnist, "--celeba", args.celeba, "--device", args.device],
                         "project": project(f"{script}{rep}")}
-                if args.flags:
-                    runs[f"project {args.flags}"] = project(f"{script}{rep}f", *args.flags.split())
+                for k, flags in enumerate(args.flags):
+                    runs[f"project {flags}"] = project(f"{script}{rep}f{k}", *flags.split())
                 for side, cmd in runs.items():
                     seconds, rss = child(cmd)
                     r = results.setdefault((script, side), {"epoch_s": [], "rss": 0})
@@ -305,6 +351,23 @@ def main():
             name = script + (f" {side[len('project '):]}" if side != "project" else "")
             print(f"| {name} | {images} | {ts:.2f} | {qs:.2f} | {images / ts:.0f} | {images / qs:.0f} | "
                   f"{ts / qs:.2f}x | {t['rss']:.0f} / {q['rss']:.0f} MiB |")
+
+    # Against the limits: the arithmetic one epoch needs, and how fast this device multiplies matrices
+    rates = fp32_rates(args.device)
+    rate = max(rates.values())
+    print("\nfloat32 rate on this device, one 2048^3 product: "
+          + ", ".join(f"{name} {r / 1e9:.0f} GFLOP/s" for name, r in rates.items()))
+    print("| script | GFLOP/image (project) | project GFLOP/s | share of the best rate "
+          "| epoch at the best rate | speed-up over the tutorial at that rate |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for script in args.scripts:
+            f = flops_per_image(script, args.device, tmp)
+            qs = statistics.median(results[(script, "project")]["epoch_s"])
+            ts = statistics.median(results[(script, "tutorial")]["epoch_s"])
+            floor = n[script] * f / rate
+            print(f"| {script} | {f / 1e9:.4g} | {n[script] * f / qs / 1e9:.0f} | {n[script] * f / qs / rate:.0%} "
+                  f"| {floor:.2f} s | {ts / floor:.1f}x |")
 
 
 def count_mnist(root):

@@ -12,5 +12,11 @@ def test_benchmark_runs_all_three_side_by_side(tmp_path):
                         "--faces", "24", "--celeba", str(tmp_path / "faces"), "--epochs", "2", "--repeats", "1"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    rows = [line for line in p.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    rows = [line for line in p.stdout.splitlines() if line.startswith("| ") and "MiB |" in line]
     assert [r.split("|")[1].strip() for r in rows] == ["gan_mnist", "dcgan_mnist", "dcgan_celeba"]
+    # the limits table: FLOPs per image of each script's loop, counted, not written in
+    limits = [line.split("|") for line in p.stdout.splitlines() if line.startswith("| ") and " s | " in line]
+    assert [r[1].strip() for r in limits] == ["gan_mnist", "dcgan_mnist", "dcgan_celeba"]
+    gflop = {r[1].strip(): float(r[2]) for r in limits}
+    assert abs(gflop["gan_mnist"] - 0.0057) < 0.0002  # by hand: 2.84 million multiply-adds per image
+    assert gflop["gan_mnist"] < gflop["dcgan_mnist"] < gflop["dcgan_celeba"]
