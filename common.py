@@ -144,7 +144,11 @@ def run(main):
               file=sys.stderr)
         sys.exit(3)
     except KeyboardInterrupt:
-        print("\ninterrupted before training started; nothing to save.", file=sys.stderr)
+        if STOP["signal"] is None:
+            print("\ninterrupted before training started; nothing to save.", file=sys.stderr)
+        else:
+            print("\nquit on a second Ctrl-C without saving this iteration; checkpoint.pt still holds the "
+                  "last save whole. Continue from it with --resume.", file=sys.stderr)
         sys.exit(130)
 
 
@@ -454,11 +458,13 @@ def batches(data, args, epoch, start, device):
             worker_init_fn=seed_worker, pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(args.seed + epoch))  # leaves the global RNG alone
         chunks = ((i, x) for i, (x, _) in enumerate(loader, start))
-    # Test hooks, "epoch:iteration": that batch holds NaNs / the process signals itself there.
+    # Test hooks, "epoch:iteration": that batch holds NaNs / the process signals itself there
+    # ("epoch:iteration/SIGTERM", or "/SIGINT,SIGINT" for Ctrl-C pressed twice).
     nan_at, signal_at = os.environ.get("GAN_TEST_NAN_AT"), os.environ.get("GAN_TEST_SIGNAL_AT")
     for i, x in chunks:
         if signal_at and signal_at.split("/")[0] == f"{epoch}:{i}":
-            os.kill(os.getpid(), getattr(signal, signal_at.partition("/")[2] or "SIGINT"))
+            for name in (signal_at.partition("/")[2] or "SIGINT").split(","):
+                os.kill(os.getpid(), getattr(signal, name))
         x = x.to(device, non_blocking=True)
         x = normalize(x) if x.dtype == torch.uint8 else x
         if args.channels_last and x.dim() == 4:
@@ -678,6 +684,8 @@ def write_checkpoint(state, outdir):
     path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")
     if os.path.exists(path):
         try:  # a hard link: checkpoint.pt itself is never missing, not even for an instant
+            if os.path.lexists(prev + ".tmp"):  # left by an earlier run stopped at this point
+                os.remove(prev + ".tmp")
             os.link(path, prev + ".tmp")
             os.replace(prev + ".tmp", prev)
         except OSError:
@@ -769,9 +777,11 @@ STOP = {"signal": None}
 
 def catch_stop_signals():
     def handler(signum, frame):
+        if STOP["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: quit now (atomic_save keeps the last save whole)
         if STOP["signal"] is None:
-            print(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving ...",
-                  file=sys.stderr, flush=True)
+            print(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving ... "
+                  f"(Ctrl-C again quits without saving)", file=sys.stderr, flush=True)
         STOP["signal"] = signum
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

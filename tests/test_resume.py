@@ -49,6 +49,22 @@ def test_sigterm_from_outside_saves_and_resumes(tmp_path, mnist_root):
     assert load(tmp_path)["epoch"] == epochs
 
 
+def test_a_second_ctrl_c_quits_at_once_and_keeps_the_last_checkpoint(tmp_path, mnist_root):
+    args = ["--dataroot", mnist_root, "--batch-size", "4", "--epochs", "3", "--checkpoint-every", "1000",
+            "--outdir", tmp_path]
+    # Ctrl-C twice as batch 2 of epoch 1 begins: no save of that iteration, no traceback
+    p = spawn("gan_mnist", *args, env={"GAN_TEST_SIGNAL_AT": "1:2/SIGINT,SIGINT"})
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "second Ctrl-C" in err.splitlines()[-1]
+    assert "Stopped at" not in err
+    ckpt = load(tmp_path)  # the one written at the end of epoch 0, whole
+    assert (ckpt["epoch"], ckpt["iteration"]) == (1, 0)
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+    assert call("gan_mnist", *args, "--resume") == 0
+    assert load(tmp_path)["epoch"] == 3
+
+
 def test_kill_9_leaves_a_complete_checkpoint(tmp_path, mnist_root):
     args = ["--dataroot", mnist_root, "--batch-size", "4", "--epochs", "10000", "--checkpoint-every", "1",
             "--outdir", tmp_path]
