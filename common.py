@@ -593,7 +593,7 @@ def rng_states():
     """Every RNG the training draws from, as tensors and plain lists (safe to load): a list with
     one entry per process (one entry without torchrun)."""
     state = _rng_state()
-    rank, world = rank_and_world()
+    world = rank_and_world()[1]
     if world == 1:
         return [state]
     import torch.distributed as dist
@@ -790,8 +790,7 @@ def catch_stop_signals():
 def stop_requested():
     """Has Ctrl-C or SIGTERM arrived? Under DDP the processes agree (any one stopping stops all),
     so that all of them save at the same iteration."""
-    rank, world = rank_and_world()
-    if world > 1:
+    if rank_and_world()[1] > 1:
         import torch.distributed as dist
         flag = torch.tensor([STOP["signal"] or 0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -802,9 +801,9 @@ def stop_requested():
 
 def exit_after_stop(epoch, i, outdir):
     argv = [a for a in sys.argv if a != "--overwrite"] + ([] if "--resume" in sys.argv else ["--resume"])
-    world = rank_and_world()[1]
+    rank, world = rank_and_world()
     command = shlex.join((["torchrun", f"--nproc_per_node={world}"] if world > 1 else ["python"]) + argv)
-    if rank_and_world()[0] == 0:
+    if rank == 0:
         print(f"Stopped at epoch {epoch}, iteration {i}; saved {os.path.join(outdir, 'checkpoint.pt')}. "
               f"Continue with: {command}", file=sys.stderr, flush=True)
     sys.exit(128 + STOP["signal"])

@@ -18,6 +18,9 @@ and so the fastest an epoch of that arithmetic could be.
     python benchmarks/bench.py --scripts gan_mnist --repeats 3 --epochs 4
 """
 import argparse
+import contextlib
+import importlib
+import io
 import os
 import platform
 import re
@@ -248,9 +251,6 @@ def flops_per_image(script, device, tmp):
     """Training FLOPs per image of the script's own loop (matmuls and convolutions, forward and
     backward): run it on N and on 2N fake images under FlopCounterMode; the difference (the
     epoch-end pictures cancel out) over N."""
-    import importlib
-    import contextlib
-    import io
     from torch.utils.flop_counter import FlopCounterMode
     module = importlib.import_module(script)
     batch = {"gan_mnist": 100}.get(script, 128)
