@@ -1,21 +1,21 @@
 """DCGAN on celebrity faces: the official PyTorch "DCGAN Tutorial" as one script.
 
-Follows https://pytorch.org/tutorials/beginner/dcgan_faces_tutorial.html: the same networks,
-initialisation, losses, optimizers, defaults and training loop, in the same order and with the
-same names. What differs is only mechanics that do not change the math: the images are decoded
-once and batched from memory, numbers stay on the device between log lines, and the run can be
-stopped and resumed bit for bit.
+Follows https://pytorch.org/tutorials/beginner/dcgan_faces_tutorial.html: the same dataset and
+transform, networks, initialisation, losses, optimizers, defaults and training loop, in the same
+order and with the same names. What differs is only mechanics that do not change the math:
+common.DataLoader decodes the images once and batches them on the device, numbers stay on the
+device between log lines, and common.Run saves, draws and resumes the run bit for bit.
 
     python dcgan_celeba.py --dataroot data/celeba            # data/celeba/img_align_celeba/*.jpg
     python dcgan_celeba.py --fake-data --epochs 1            # a smoke run with no dataset
 """
 import argparse
-import os
-import time
 
 import torch
 import torch.nn as nn
 import torch.optim as optim
+import torchvision.datasets as dset
+import torchvision.transforms as transforms
 
 import common
 
@@ -41,6 +41,31 @@ def parse_args(argv=None):
         parser.error(f"argument --image-size: the tutorial's networks make 64x64 images only, got "
                      f"{args.image_size}; leave --image-size at 64 (images of any size are resized to it).")
     return args
+
+
+def load_data(args, device, outdir):
+    """The tutorial's dataset and dataloader; --fake-data: random images through the same transform."""
+    image_size = args.image_size
+    if not args.fake_data:
+        common.check_image_folder(args.dataroot)  # a wrong layout: one sentence saying what to do
+        # We can use an image folder dataset the way we have it setup.
+        # Create the dataset
+        dataset = dset.ImageFolder(root=args.dataroot,
+                                   transform=transforms.Compose([
+                                       transforms.Resize(image_size),
+                                       transforms.CenterCrop(image_size),
+                                       transforms.ToTensor(),
+                                       transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                                   ]))
+    else:  # a smoke run with no dataset (as pytorch/examples' --dataset fake)
+        dataset = dset.FakeData(args.fake_data, (nc, image_size, image_size), transform=transforms.Compose([
+            transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
+    # Create the dataloader: the images decoded once (cached beside them) and batched on the device
+    dataloader = common.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                                   device=device, seed=args.seed, cache_dirs=[args.dataroot, outdir],
+                                   stream=args.stream, channels_last=args.channels_last)
+    print(f"{dataloader.n} training images, {len(dataloader)} batches per epoch")
+    return dataloader
 
 
 # Generator Code
@@ -104,59 +129,54 @@ class Discriminator(nn.Module):
         return self.main(input)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    # Under torchrun: one process per device, DistributedDataParallel (rank 0 writes the outputs)
-    rank, world_size = common.init_distributed()
-    outdir = common.prepare_outdir(args, "dcgan_celeba")
-    # Decide which device we want to run on (--ngpu 0 forces the CPU, as in the tutorial)
-    device = common.pick_device(args.device, args.ngpu)
-    print("Random Seed:", args.seed, "| device:", device, f"| {world_size} processes" if world_size > 1 else "")
-    if args.batch_size % world_size:
-        raise common.UserError(f"--batch-size {args.batch_size} is the batch of all {world_size} processes together "
-                               f"and must divide evenly among them; use a multiple of {world_size}.")
-    # Each process its own noise; DDP gives every process rank 0's initial weights
-    common.seed_everything(args.seed + rank, args.cudnn_benchmark)
-
-    if args.generate:  # no training: images from the generator of a finished (or running) run
-        ckpt = common.load_checkpoint(outdir)
-        s = ckpt["settings"]
-        netG = Generator(0, s["nz"], s["ngf"]).to(device)
-        netG.load_state_dict(ckpt["netG"])
-        common.generate(netG, s["nz"], (s["nz"], 1, 1), args, outdir)
-        return
-
-    # The dataset: the tutorial's ImageFolder with Resize(64), CenterCrop(64), ToTensor, Normalize,
-    # decoded once and kept in memory (--stream reads the files every epoch instead).
-    if args.fake_data:
-        data = common.fake_images(args.fake_data, (nc, args.image_size, args.image_size))
-    else:
-        data = common.image_folder(args.dataroot, args.image_size, args.workers,
-                                   cache_dirs=[args.dataroot, outdir], stream=args.stream)
-    data = common.data_on_device(data, device)
-    print(f"{data['n']} training images, {common.n_batches(data, args.batch_size)} batches per epoch")
-
+def create_models(args, device, world_size):
+    """The tutorial's netG and netD, initialised, with the opt-in speed-ups and DDP applied."""
     # Create the generator
     netG = Generator(args.ngpu, args.nz, args.ngf).to(device)
-    # Apply the weights_init function to randomly initialize all weights
-    #  to mean=0, stdev=0.02.
-    netG.apply(common.weights_init)
     # Handle multi-GPU if desired
-    if device.type == "cuda" and args.ngpu > 1 and world_size == 1:
+    if (device.type == 'cuda') and (args.ngpu > 1) and world_size == 1:
         netG = nn.DataParallel(netG, list(range(min(args.ngpu, torch.cuda.device_count()))))
+    # Apply the ``weights_init`` function to randomly initialize all weights
+    #  to ``mean=0``, ``stdev=0.02``.
+    netG.apply(common.weights_init)
     print(netG)
 
     # Create the Discriminator
     netD = Discriminator(args.ngpu, args.ndf).to(device)
-    netD.apply(common.weights_init)
-    if device.type == "cuda" and args.ngpu > 1 and world_size == 1:
+    if (device.type == 'cuda') and (args.ngpu > 1) and world_size == 1:
         netD = nn.DataParallel(netD, list(range(min(args.ngpu, torch.cuda.device_count()))))
+    netD.apply(common.weights_init)
     print(netD)
 
     # Opt-in speed-ups (--amp, --channels-last, --compile): off by default, they change the numerics
-    netG, netD = common.speed_up(netG, args, device), common.speed_up(netD, args, device)
+    speed = dict(amp=args.amp, channels_last=args.channels_last, compile=args.compile)
+    netG, netD = common.speed_up(netG, device, **speed), common.speed_up(netD, device, **speed)
     if world_size > 1:  # torchrun: gradients averaged over the processes (see common.ddp on BatchNorm)
         netG, netD = common.ddp(netG, device), common.ddp(netD, device)
+    return netG, netD
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # Under torchrun: one process per device, DistributedDataParallel (rank 0 writes the outputs)
+    rank, world_size = common.init_distributed()
+    # The run's folder (one run at a time), settings, history, checkpoints and pictures
+    run = common.Run("dcgan_celeba", args, losses=["loss_d", "loss_g"], scores=["D_x", "D_G_z1", "D_G_z2"],
+                     real_grid="training_images.png")
+    # Decide which device we want to run on (--ngpu 0 forces the CPU, as in the tutorial)
+    device = common.pick_device(args.device, args.ngpu)
+    print("Random Seed:", args.seed, "| device:", device, f"| {world_size} processes" if world_size > 1 else "")
+    # Each process its own noise; DDP gives every process rank 0's initial weights
+    common.seed_everything(args.seed + rank, args.cudnn_benchmark)
+
+    if args.generate:  # train nothing: images from the generator of the run in --outdir
+        s = run.saved_settings()
+        return run.generate(Generator(0, s["nz"], s["ngf"]).to(device), (s["nz"], 1, 1), args.generate,
+                            args.seed, args.interpolate)
+
+    dataloader = load_data(args, device, run.outdir)
+
+    netG, netD = create_models(args, device, world_size)
 
     # Initialize the ``BCELoss`` function
     criterion = nn.BCELoss()
@@ -173,48 +193,22 @@ def main(argv=None):
     optimizerD = optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999), fused=True)
     optimizerG = optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999), fused=True)
 
-    # Lists to keep track of progress: one row per iteration
-    history = common.new_history(["loss_d", "loss_g", "D_x", "D_G_z1", "D_G_z2"])
-    settings = common.math_settings(args, data["id"])
-    start_epoch, start_iter = 0, 0
-    if args.resume:  # both nets and optimizers, the position, fixed noise, history, every RNG state
-        start_epoch, start_iter, fixed_noise, history = common.resume(
-            outdir, settings, netG, netD, optimizerG, optimizerD, device)
-        if start_epoch >= args.epochs:
-            print(f"This run has already trained {start_epoch} epochs (--epochs {args.epochs}): nothing to "
-                  f"do. Give a larger --epochs to train on.")
-            return
-        print(f"Resuming at epoch {start_epoch}, iteration {start_iter}")
-    else:
-        # Plot some training images, and the untrained generator's output as epoch 0
-        real_batch = common.first_images(data, args, 64)
-        common.save_grid(real_batch, os.path.join(outdir, "training_images.png"))
-        with torch.no_grad():
-            common.save_grid(netG(fixed_noise), os.path.join(outdir, "samples", "epoch_0000.png"))
-
-    def save_checkpoint(epoch, iteration):
-        common.save_checkpoint(outdir, settings, netG, netD, optimizerG, optimizerD,
-                               epoch, iteration, fixed_noise, history)
+    # A new run writes the training images and epoch 0; --resume restores everything saved
+    fixed_noise = run.start(netG, netD, optimizerG, optimizerD, fixed_noise, dataloader)
 
     # Training Loop
-    pending = []  # this epoch's numbers, still on the device
-    iters = len(history["epoch"])
-    num_batches = common.n_batches(data, args.batch_size)
-    common.catch_stop_signals()  # Ctrl-C / SIGTERM: finish the iteration, save, exit
-    t_start = time.time()
     print("Starting Training Loop...")
-    # For each epoch
-    for epoch in range(start_epoch, args.epochs):
-        start = start_iter if epoch == start_epoch else 0
-        # For each batch in the dataloader
-        for i, real_cpu in common.progress(common.batches(data, args, epoch, start, device),
-                                           data, args, epoch, start):
+    # For each epoch (from the saved one on --resume)
+    for epoch in run.epochs(dataloader):
+        # For each batch in the dataloader (a resumed epoch starts where it stopped)
+        for i, data in enumerate(dataloader, dataloader.start):
             ############################
             # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
             ###########################
             ## Train with all-real batch
             netD.zero_grad()
             # Format batch
+            real_cpu = data[0].to(device)
             b_size = real_cpu.size(0)
             label = torch.full((b_size,), real_label, dtype=torch.float, device=device)
             # Forward pass real batch through D
@@ -263,35 +257,20 @@ def main(argv=None):
 
             # Output training stats
             if i % 50 == 0:
-                common.log('[%d/%d][%d/%d]\tLoss_D: %.4f\tLoss_G: %.4f\tD(x): %.4f\tD(G(z)): %.4f / %.4f'
-                           % (epoch, args.epochs, i, num_batches,
-                              errD.item(), errG.item(), D_x.item(), D_G_z1.item(), D_G_z2.item()))
+                run.log('[%d/%d][%d/%d]\tLoss_D: %.4f\tLoss_G: %.4f\tD(x): %.4f\tD(G(z)): %.4f / %.4f'
+                        % (epoch, args.epochs, i, len(dataloader),
+                           errD.item(), errG.item(), D_x.item(), D_G_z1.item(), D_G_z2.item()))
 
-            # Save Losses for plotting later
-            common.record(pending, epoch, i, errD, errG, D_x, D_G_z1, D_G_z2)
-            iters += 1
-            stop = common.stop_requested()  # Ctrl-C or SIGTERM arrived: save and exit
-            if iters % args.checkpoint_every == 0 or stop:
-                common.flush(history, pending)
-                save_checkpoint(epoch, i + 1)
-            if stop:
-                common.write_history_csv(history, os.path.join(outdir, "history.csv"))
-                common.exit_after_stop(epoch, i + 1, outdir)
+            # Save Losses for plotting later (and checkpoints; Ctrl-C saves and exits here)
+            run.step(i, errD, errG, D_x, D_G_z1, D_G_z2)
 
-        # After each epoch: the generator's output on fixed_noise, the plots, a checkpoint
-        common.flush(history, pending)
-        common.epoch_line(epoch, args, data)
+        # Check how the generator is doing by saving G's output on fixed_noise
         with torch.no_grad():
             fake = netG(fixed_noise).detach().cpu()
-        common.save_grid(fake, os.path.join(outdir, "samples", f"epoch_{epoch + 1:04d}.png"))
-        save_checkpoint(epoch + 1, 0)
-        common.write_epoch_outputs(outdir, history, ["loss_d", "loss_g"], ["D_x", "D_G_z1", "D_G_z2"])
-        common.real_vs_fake(common.first_images(data, args, 64), fake, os.path.join(outdir, "real_vs_fake.png"))
-        if common.stop_requested():
-            common.exit_after_stop(epoch + 1, 0, outdir)
+        run.end_epoch(fake)  # its grid, a checkpoint, the plots and the GIF
 
-    common.summary(outdir, time.time() - t_start, history, ["loss_d", "loss_g"])
+    run.finish()
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run_script(main)

@@ -3,19 +3,20 @@
 Follows the assignment of course 1, week 2 (GANs Specialization, DeepLearning.AI): the same
 generator and discriminator blocks, initialisation, BCEWithLogits loss, Adam settings, batch
 size and display step, in the same order and with the same names. What differs is only
-mechanics that do not change the math: the digits are held as one tensor and batched through a
-seeded permutation, the discriminator step does not build G's graph it would throw away, and
-numbers stay on the device between log lines.
+mechanics that do not change the math: common.DataLoader holds the digits as one tensor on the
+device and batches them through a seeded permutation, the discriminator step does not build
+G's graph it would throw away, numbers stay on the device between log lines, and common.Run
+saves, draws and resumes the run bit for bit.
 
     python dcgan_mnist.py                            # MNIST is downloaded into --dataroot
     python dcgan_mnist.py --fake-data --epochs 1     # a smoke run with no dataset
 """
 import argparse
-import os
-import time
 
 import torch
 import torch.nn as nn
+from torchvision import transforms
+from torchvision.datasets import MNIST, FakeData
 
 import common
 
@@ -25,7 +26,7 @@ display_step = 500  # print the mean losses every this many steps
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_common_args(parser, dataroot="data", epochs=50, batch_size=128, workers=0, seed=0)
+    common.add_common_args(parser, dataroot="data", epochs=50, batch_size=128, workers=0, seed=0, mnist=True)
     parser.add_argument("--z-dim", type=common.positive_int, default=64, help="dimension of the noise vector")
     parser.add_argument("--hidden-dim", type=common.positive_int, default=64, help="generator width (hidden_dim)")
     parser.add_argument("--disc-hidden-dim", type=common.positive_int, default=16, help="discriminator width")
@@ -113,71 +114,57 @@ def weights_init(m):
 
 def main(argv=None):
     args = parse_args(argv)
-    outdir = common.prepare_outdir(args, "dcgan_mnist")
+    # The run's folder (one run at a time), settings, history, checkpoints and pictures
+    run = common.Run("dcgan_mnist", args, losses=["loss_d", "loss_g"], nrow=10)
     device = common.pick_device(args.device)
     print("Random Seed:", args.seed, "| device:", device)
     common.seed_everything(args.seed, args.cudnn_benchmark)
-    z_dim = args.z_dim
+    z_dim, batch_size, lr = args.z_dim, args.batch_size, args.lr
 
-    if args.generate:
-        ckpt = common.load_checkpoint(outdir)
-        s = ckpt["settings"]
-        gen = Generator(s["z_dim"], hidden_dim=s["hidden_dim"]).to(device)
-        gen.load_state_dict(ckpt["netG"])
-        common.generate(gen, s["z_dim"], (s["z_dim"],), args, outdir)
-        return
+    if args.generate:  # train nothing: images from the generator of the run in --outdir
+        s = run.saved_settings()
+        return run.generate(Generator(s["z_dim"], hidden_dim=s["hidden_dim"]).to(device), (s["z_dim"],),
+                            args.generate, args.seed, args.interpolate)
 
     criterion = nn.BCEWithLogitsLoss()
-    # MNIST with ToTensor() and Normalize((0.5,), (0.5,)): pixels in [-1, 1]
-    data = common.fake_images(args.fake_data, (1, 28, 28)) if args.fake_data else \
-        common.mnist(args.dataroot, stream=args.stream)
-    data = common.data_on_device(data, device)
-    print(f"{data['n']} training images, {common.n_batches(data, args.batch_size)} batches per epoch")
+    # You can tranform the image values to be between -1 and 1 (the range of the tanh activation)
+    transform = transforms.Compose([
+        transforms.ToTensor(),
+        transforms.Normalize((0.5,), (0.5,)),
+    ])
+    if args.fake_data:  # a smoke run with no dataset: random images through the same transform
+        dataset = FakeData(args.fake_data, (1, 28, 28), transform=transform)
+    else:
+        with common.mnist_errors(args.dataroot):  # missing or damaged files: one sentence saying what to do
+            dataset = MNIST(args.dataroot, train=True, download=True, transform=transform)
+    # The digits held as one tensor on the device, reshuffled each epoch, batched like DataLoader's
+    dataloader = common.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=args.workers,
+                                   device=device, seed=args.seed, stream=args.stream,
+                                   channels_last=args.channels_last)
+    print(f"{dataloader.n} training images, {len(dataloader)} batches per epoch")
 
     gen = Generator(z_dim, hidden_dim=args.hidden_dim).to(device)
-    gen_opt = torch.optim.Adam(gen.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
+    gen_opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(args.beta1, args.beta2), fused=True)
     disc = Discriminator(hidden_dim=args.disc_hidden_dim).to(device)
-    disc_opt = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
+    disc_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=(args.beta1, args.beta2), fused=True)
     gen = gen.apply(weights_init)
     disc = disc.apply(weights_init)
     print(gen)
     print(disc)
     # Opt-in speed-ups (--amp, --channels-last, --compile): off by default, they change the numerics
-    gen, disc = common.speed_up(gen, args, device), common.speed_up(disc, args, device)
+    speed = dict(amp=args.amp, channels_last=args.channels_last, compile=args.compile)
+    gen, disc = common.speed_up(gen, device, **speed), common.speed_up(disc, device, **speed)
 
     # 100 fixed noise vectors, to watch the generator learn
     fixed_noise = get_noise(100, z_dim, device=device)
+    # A new run writes the real images and epoch 0; --resume restores everything saved
+    fixed_noise = run.start(gen, disc, gen_opt, disc_opt, fixed_noise, dataloader)
 
-    history = common.new_history(["loss_d", "loss_g"])
-    settings = common.math_settings(args, data["id"])
-    start_epoch, start_iter = 0, 0
-    if args.resume:  # both nets and optimizers, the position, fixed noise, history, every RNG state
-        start_epoch, start_iter, fixed_noise, history = common.resume(
-            outdir, settings, gen, disc, gen_opt, disc_opt, device)
-        if start_epoch >= args.epochs:
-            print(f"This run has already trained {start_epoch} epochs (--epochs {args.epochs}): nothing to "
-                  f"do. Give a larger --epochs to train on.")
-            return
-        print(f"Resuming at epoch {start_epoch}, iteration {start_iter}")
-    else:
-        common.save_grid(common.first_images(data, args, 100), os.path.join(outdir, "real_images.png"), nrow=10)
-        with torch.no_grad():
-            common.save_grid(gen(fixed_noise), os.path.join(outdir, "samples", "epoch_0000.png"), nrow=10)
-
-    def save_checkpoint(epoch, iteration):
-        common.save_checkpoint(outdir, settings, gen, disc, gen_opt, disc_opt,
-                               epoch, iteration, fixed_noise, history)
-
-    pending = []  # this epoch's numbers, still on the device
-    cur_step = len(history["epoch"])
-    common.catch_stop_signals()  # Ctrl-C / SIGTERM: finish the iteration, save, exit
-    t_start = time.time()
-    for epoch in range(start_epoch, args.epochs):
-        start = start_iter if epoch == start_epoch else 0
-        # Dataloader returns the batches
-        for i, real in common.progress(common.batches(data, args, epoch, start, device),
-                                       data, args, epoch, start):
+    for epoch in run.epochs(dataloader):  # from the saved epoch on --resume
+        # Dataloader returns the batches (a resumed epoch starts where it stopped)
+        for i, (real, _) in enumerate(dataloader, dataloader.start):
             cur_batch_size = len(real)
+            real = real.to(device)
 
             ## Update discriminator ##
             disc_opt.zero_grad()
@@ -205,40 +192,22 @@ def main(argv=None):
             disc.requires_grad_(True)
             gen_opt.step()
 
-            # Keep track of the losses (on the device until the next print)
-            common.record(pending, epoch, i, disc_loss, gen_loss)
-            cur_step += 1
+            # Keep track of the losses (on the device; checkpoints; Ctrl-C saves and exits here)
+            cur_step = run.step(i, disc_loss, gen_loss)
 
             ## Visualization code ##
             if cur_step % display_step == 0:
-                common.flush(history, pending)
-                mean_generator_loss = sum(history["loss_g"][-display_step:]) / display_step
-                mean_discriminator_loss = sum(history["loss_d"][-display_step:]) / display_step
-                common.log(f"Step {cur_step}: Generator loss: {mean_generator_loss}, "
-                           f"discriminator loss: {mean_discriminator_loss}")
-            stop = common.stop_requested()  # Ctrl-C or SIGTERM arrived: save and exit
-            if cur_step % args.checkpoint_every == 0 or stop:
-                common.flush(history, pending)
-                save_checkpoint(epoch, i + 1)
-            if stop:
-                common.write_history_csv(history, os.path.join(outdir, "history.csv"))
-                common.exit_after_stop(epoch, i + 1, outdir)
+                mean_discriminator_loss, mean_generator_loss = run.means(["loss_d", "loss_g"], display_step)
+                run.log(f"Step {cur_step}: Generator loss: {mean_generator_loss}, "
+                        f"discriminator loss: {mean_discriminator_loss}")
 
-        # After each epoch: the generator's output on the fixed noise, the plots, a checkpoint
-        common.flush(history, pending)
-        common.epoch_line(epoch, args, data)
+        # After each epoch: the generator's output on the fixed noise
         with torch.no_grad():
-            fake = gen(fixed_noise).cpu()
-        common.save_grid(fake, os.path.join(outdir, "samples", f"epoch_{epoch + 1:04d}.png"), nrow=10)
-        save_checkpoint(epoch + 1, 0)
-        common.write_epoch_outputs(outdir, history, ["loss_d", "loss_g"], [])
-        common.real_vs_fake(common.first_images(data, args, 100), fake,
-                            os.path.join(outdir, "real_vs_fake.png"), nrow=10)
-        if common.stop_requested():
-            common.exit_after_stop(epoch + 1, 0, outdir)
+            fake = gen(fixed_noise)
+        run.end_epoch(fake)  # its grid, a checkpoint, the plots and the GIF
 
-    common.summary(outdir, time.time() - t_start, history, ["loss_d", "loss_g"])
+    run.finish()
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run_script(main)

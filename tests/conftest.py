@@ -89,19 +89,21 @@ def call(script, *argv):
     module = importlib.import_module(script)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        common.run(lambda: module.main([str(a) for a in argv]))
+        common.run_script(lambda: module.main([str(a) for a in argv]))
         return 0
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
-    finally:
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
-        common.STOP["signal"] = None
+    finally:  # every way out of a run gives the signals back
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
 
-def spawn(script, *argv, env=None, **kwargs):
-    """Start `python script.py argv` as a subprocess."""
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, f"{script}.py"), *map(str, argv)],
+def spawn(script, *argv, env=None, faults=(), **kwargs):
+    """Start `python script.py argv` as a subprocess; faults: e.g. ("--signal-at", "1:1/SIGINT") runs it
+    through tests/faults.py, which injects them."""
+    command = [sys.executable, os.path.join(ROOT, f"{script}.py")]
+    if faults:
+        command = [sys.executable, os.path.join(ROOT, "tests", "faults.py"), *faults, f"{script}.py"]
+    return subprocess.Popen(command + [str(a) for a in argv],
                             cwd=kwargs.pop("cwd", ROOT), env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 

@@ -121,24 +121,74 @@ def test_init_statistics():
     assert abs(gen.gen[1][0].weight.std().item() - 0.02) < 1e-3
 
 
-def test_normalize_equals_totensor_normalize_bit_for_bit():
+class PILImages(torch.utils.data.Dataset):
+    """uint8 images served as PIL images through a transform, as torchvision's datasets do."""
+
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, k):
+        pixels = self.images[k].permute(1, 2, 0).numpy()
+        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
+
+
+def test_batches_equal_totensor_normalize_bit_for_bit():
     images = torch.randint(0, 256, (16, 3, 9, 7), dtype=torch.uint8)
-    tutorial = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
+    tutorial = T.Compose([T.ToTensor(), T.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))])
     expected = torch.stack([tutorial(Image.fromarray(im.permute(1, 2, 0).numpy())) for im in images])
-    assert torch.equal(common.normalize(images), expected)
+    loader = common.DataLoader(PILImages(images, tutorial), batch_size=16, shuffle=False, device=torch.device("cpu"),
+                               seed=0)
+    batch, _ = next(iter(loader))
+    assert torch.equal(batch, expected)
+
+
+@pytest.mark.parametrize("transform", [
+    T.Compose([T.RandomHorizontalFlip(), T.ToTensor()]),  # a random transform: cannot be cached
+    T.Compose([T.ToTensor(), T.Resize(8)]),  # out of order
+    T.Compose([T.Resize(8), T.CenterCrop(8)]),  # no ToTensor
+])
+def test_a_transform_the_loader_cannot_split_is_refused(transform):
+    images = torch.randint(0, 256, (4, 3, 9, 7), dtype=torch.uint8)
+    with pytest.raises(common.UserError, match="not one DataLoader can split.*Resize, CenterCrop, ToTensor, Normalize"):
+        common.DataLoader(PILImages(images, transform), batch_size=2, device=torch.device("cpu"), seed=0)
+
+
+def test_epoch_order_comes_from_seed_and_epoch_and_a_resumed_epoch_starts_at_its_batch():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
+    loader = common.DataLoader(PILImages(images, T.ToTensor()), batch_size=3, device=torch.device("cpu"), seed=5)
+    assert len(loader) == 4
+
+    def epoch(e, start=0):
+        loader.set_epoch(e, start)
+        return [(x[:, 0, 0, 0] * 255).round().long().tolist() for x, _ in loader]
+    first, second = epoch(0), epoch(1)
+    assert sorted(sum(first, [])) == list(range(10)) and first != second  # each epoch a new shuffle
+    assert epoch(0) == first  # the same one again: nothing stored
+    assert epoch(1, start=2) == second[2:]
 
 
 def test_image_cache_equals_the_tutorials_imagefolder_transform(celeba_root, tmp_path):
+    import hashlib
     import torchvision.datasets as dset
-    data = common.image_folder(celeba_root, 64, 0, [str(tmp_path)], stream=False)
     tutorial = dset.ImageFolder(celeba_root, transform=T.Compose([
         T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]))
+    cpu = torch.device("cpu")
+    loader = common.DataLoader(tutorial, batch_size=100, shuffle=False, device=cpu, seed=0, cache_dirs=[str(tmp_path)])
+    batch, labels = next(iter(loader))
     expected = torch.stack([tutorial[k][0] for k in range(len(tutorial))])
-    assert torch.equal(common.normalize(data["images"]), expected)
-    # a second call reuses the cache file
-    assert len(os.listdir(tmp_path)) == 1
-    again = common.image_folder(celeba_root, 64, 0, [str(tmp_path)], stream=False)
-    assert torch.equal(again["images"], data["images"])
+    assert torch.equal(batch, expected) and labels.tolist() == tutorial.targets
+    # keyed as earlier versions keyed it, so that their cache files are used
+    files = [os.path.relpath(p, celeba_root) for p, _ in tutorial.samples]
+    key = hashlib.sha256(("v1\n64\n" + "\n".join(
+        f"{f}\t{os.stat(os.path.join(celeba_root, f)).st_size}\t{os.stat(os.path.join(celeba_root, f)).st_mtime_ns}"
+        for f in files)).encode()).hexdigest()[:16]
+    assert os.listdir(tmp_path) == [f"image_cache_64px_{key}.pt"]
+    # a second loader reuses the cache file
+    again = common.DataLoader(tutorial, batch_size=100, shuffle=False, device=cpu, seed=0, cache_dirs=[str(tmp_path)])
+    assert torch.equal(next(iter(again))[0], batch)
 
 
 @pytest.mark.parametrize("script", ["dcgan_celeba", "dcgan_mnist"])

@@ -8,9 +8,11 @@ import pytest
 from conftest import ROOT, assert_same, call, load, same_files
 
 
-def torchrun(*argv, env=None):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           os.path.join(ROOT, "dcgan_celeba.py"), *map(str, argv)]
+def torchrun(*argv, env=None, faults=()):
+    script = [os.path.join(ROOT, "tests", "faults.py"), *faults, "dcgan_celeba.py"] if faults else \
+        [os.path.join(ROOT, "dcgan_celeba.py")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script,
+           *map(str, argv)]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     return p.returncode, p.stdout, p.stderr
@@ -41,7 +43,7 @@ def test_trains_with_two_processes_and_writes_one_set_of_outputs(straight):
 
 def test_sigint_under_torchrun_saves_once_and_resumes_bit_for_bit(straight, tmp_path):
     outdir, args, _ = straight
-    code, out, err = torchrun(*args, "--outdir", tmp_path, env={"GAN_TEST_SIGNAL_AT": "1:1/SIGINT"})
+    code, out, err = torchrun(*args, "--outdir", tmp_path, faults=("--signal-at", "1:1/SIGINT"))
     assert code != 0  # the workers exit with 130, which torchrun reports as a failure
     assert err.count("Stopped at epoch 1, iteration 2") == 1 and "torchrun --nproc_per_node=2" in err
     assert "Traceback" not in err.split("Stopped at")[0]  # the workers' own output has none

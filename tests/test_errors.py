@@ -122,12 +122,12 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, mnist_ro
     args = ["--dataroot", mnist_root, "--outdir", tmp_path, "--batch-size", 16]
     assert call("gan_mnist", *args, "--epochs", 1) == 0
     before = open(tmp_path / "checkpoint.pt", "rb").read()
-    real_save = common.torch.save
+    real_save = common.checkpoints.torch.save
 
     def full_disk(obj, f, *a, **k):
         real_save(obj, f, *a, **k)  # write the bytes, then fail as a full disk does on flush
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(common.torch, "save", full_disk)
+    monkeypatch.setattr(common.checkpoints.torch, "save", full_disk)
     capsys.readouterr()
     assert call("gan_mnist", *args, "--epochs", 2, "--resume") == 1
     one_sentence_error(capsys, "No space left on device", "previous checkpoint is intact")
@@ -172,15 +172,17 @@ def test_stream_stops_at_an_unreadable_image_with_one_sentence(tmp_path, capsys)
 def test_an_unreadable_image_in_a_dataloader_worker_is_still_one_sentence(tmp_path, capsys):
     import torch
     import torchvision.datasets as dset
+    import torchvision.transforms as T
     make_faces(str(tmp_path / "root" / "img_align_celeba"), n=4)
     (tmp_path / "root" / "img_align_celeba" / "000002.jpg").write_bytes(b"not a jpeg at all")
-    dataset = dset.ImageFolder(str(tmp_path / "root"), loader=common.load_rgb)
+    dataset = dset.ImageFolder(str(tmp_path / "root"), transform=T.ToTensor())
+    loader = common.DataLoader(dataset, batch_size=1, num_workers=2, stream=True, device=torch.device("cpu"), seed=0)
 
     def main():
-        for _ in torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2):
+        for _ in loader:
             pass
     with pytest.raises(SystemExit) as stop:
-        common.run(main)
+        common.run_script(main)
     assert stop.value.code == 1
     err = one_sentence_error(capsys, "000002.jpg cannot be read", "without --stream")
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: /")

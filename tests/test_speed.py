@@ -28,12 +28,12 @@ def test_amp_and_channels_last_train_and_are_reproducible(tmp_path, mnist_root, 
 
 def test_autocast_wrapper_keeps_bceloss_in_float32():
     net = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())
-    wrapped = common.Autocast(net, "cpu")
+    wrapped = common.device.Autocast(net, "cpu")
     out = wrapped(torch.randn(3, 4))
     assert out.dtype == torch.float32
     nn.BCELoss()(out, torch.ones(3, 1)).backward()
     assert net[0].weight.grad is not None
-    assert common.bare(wrapped) is net
+    assert common.device.bare(wrapped) is net
 
 
 def test_compile_trains_and_saves_plain_weights(tmp_path):

@@ -1,0 +1,174 @@
+"""Checkpoints: written so that a crash at any instant leaves a whole one, loaded safely
+(tensors and plain data only), refused when a resume would change the math."""
+import os
+import random
+import shutil
+
+import numpy as np
+import torch
+
+from .device import rank_and_world
+from .errors import Diverged, UserError, first_line
+
+# The network-size setting each script's checkpoints have, to name the script of a checkpoint
+# written before checkpoints recorded it.
+SCRIPT_OF_SETTING = {"nz": "dcgan_celeba", "latent_size": "gan_mnist", "z_dim": "dcgan_mnist"}
+
+# Settings that checkpoints of earlier versions lack, at the value that reproduces those versions.
+ADDED_LATER = {"amp": False, "channels_last": False, "compile": False, "processes": 1}
+
+
+def atomic_save(obj, path):
+    """Write obj so that a crash at any instant leaves either the old file or the new one whole."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def write_checkpoint(state, outdir):
+    """Save checkpoint.pt (rank 0 only); the one it replaces stays as checkpoint.prev.pt."""
+    for name in ("netG", "netD"):
+        if not all(torch.isfinite(t).all() for t in state[name].values() if t.is_floating_point()):
+            raise Diverged(f"training diverged: the weights of {name} became NaN or infinite by epoch "
+                           f"{state['epoch']}, iteration {state['iteration']}; the last checkpoint was "
+                           f"left as it was. Try a lower --lr.")
+    if rank_and_world()[0] != 0:
+        return  # under DDP only rank 0 writes (the RNG states of every rank are in `state`)
+    path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")
+    if os.path.exists(path):
+        try:  # a hard link: checkpoint.pt itself is never missing, not even for an instant
+            if os.path.lexists(prev + ".tmp"):  # left by an earlier run stopped at this point
+                os.remove(prev + ".tmp")
+            os.link(path, prev + ".tmp")
+            os.replace(prev + ".tmp", prev)
+        except OSError:
+            pass
+    try:
+        atomic_save(state, path)
+    except OSError as e:
+        raise UserError(f"could not write {path} ({e.strerror or e}); the previous checkpoint is "
+                        f"intact. Free some disk space and continue with --resume.") from None
+
+
+def load_checkpoint(outdir, script):
+    """checkpoint.pt of the run in outdir, made by `script`; under DDP rank 0 reads it and sends
+    it to the other processes."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return check_script(read_checkpoint(outdir), script, outdir)
+    import torch.distributed as dist
+    box = [read_checkpoint(outdir) if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return check_script(box[0], script, outdir)
+
+
+def read_checkpoint(outdir):
+    """Load checkpoint.pt safely (tensors and plain data only); fall back to the previous copy."""
+    path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")
+    if not os.path.exists(path):
+        raise UserError(f"there is no checkpoint.pt in {outdir}: train first (without --resume or "
+                        f"--generate), or point --outdir at a run's folder.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        problem = f"{path} {what_is_wrong(path, e)}"
+    try:
+        state = torch.load(prev, map_location="cpu", weights_only=True)
+    except Exception:
+        raise UserError(f"{problem}, and there is no good older copy; start a new run with "
+                        f"--overwrite.") from None
+    os.replace(path, path + ".corrupt")  # kept for inspection, out of the way
+    shutil.copy2(prev, path)
+    print(f"warning: {problem}; continuing from the older good copy checkpoint.prev.pt "
+          f"(epoch {state['epoch']}, iteration {state['iteration']}).")
+    return state
+
+
+def what_is_wrong(path, error):
+    """Why torch.load refused a file, in words."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return "is empty (0 bytes: the write that made it never finished)"
+    if "central directory" in str(error) or "zip archive" in str(error) or isinstance(error, EOFError):
+        return f"is truncated or not a checkpoint ({size} bytes, not a whole file written by torch.save)"
+    if "weights_only" in str(error) or "Unsupported global" in str(error):
+        return "holds Python objects other than tensors and plain data, so it is not loaded (it is not one of this project's checkpoints)"
+    return f"is unreadable, truncated or not a checkpoint ({first_line(error)[:120] or type(error).__name__})"
+
+
+def check_script(ckpt, script, outdir):
+    """Refuse a checkpoint written by another of the scripts, naming it."""
+    made_by = ckpt.get("script") or next((s for k, s in SCRIPT_OF_SETTING.items() if k in ckpt.get("settings", {})),
+                                         None)
+    if made_by and made_by != script:
+        raise UserError(f"this run was made by {made_by}.py; continue or sample it with {made_by}.py "
+                        f"--outdir {outdir}, or give {script}.py another --outdir.")
+    return ckpt
+
+
+def check_settings(old, new):
+    """Refuse to resume under settings that change what is computed."""
+    old = {**ADDED_LATER, **old}
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]
+    if changed:
+        raise UserError("--resume refused: these settings differ from the checkpoint's and would change "
+                        "the training (" + "; ".join(changed) + "); rerun with the old values, or start "
+                        "a new run in another --outdir.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Every RNG the training draws from
+# ---------------------------------------------------------------------------------------------
+
+def rng_states():
+    """Every RNG state, as tensors and plain lists (safe to load): a list with one entry per
+    process (one entry without torchrun)."""
+    state = rng_state()
+    world = rank_and_world()[1]
+    if world == 1:
+        return [state]
+    import torch.distributed as dist
+    states = [None] * world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": None, "python": None,
+             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state["numpy"] = [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+    version, internal, gauss_next = random.getstate()
+    state["python"] = [version, list(internal), gauss_next]
+    if hasattr(torch, "mps") and torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_states(states):
+    states = [states] if isinstance(states, dict) else states  # one process, as earlier versions saved
+    state = states[rank_and_world()[0]]
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
+    keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])

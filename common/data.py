@@ -1,0 +1,331 @@
+"""DataLoader: the tutorial's dataset, decoded once and batched on the training device.
+
+The script builds its dataset exactly as its tutorial does (ImageFolder or MNIST with the
+tutorial's transform) and hands it to DataLoader, which it then iterates like torch's own.
+The transform is split where it stops being per-image work:
+
+  Resize / CenterCrop   applied once per image, kept as uint8 (CelebA: cached in a file)
+  ToTensor / Normalize  applied to whole batches on the training device, bit for bit the same
+
+Each epoch's order comes from (seed, epoch), so a resumed epoch can start at batch k with the
+same order; under torchrun every process takes its share of each batch. With stream=True the
+dataset itself is read every epoch (the tutorial's path: workers decode the files), through the
+same order and the same batches.
+"""
+import contextlib
+import copy
+import glob
+import hashlib
+import math
+import os
+
+import numpy as np
+import torch
+import torchvision.datasets as dset
+import torchvision.transforms as transforms
+
+from .checkpoints import atomic_save
+from .device import rank_and_world, seed_worker
+from .errors import UserError, first_line
+
+MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+CELEBA_URL = "https://drive.google.com/drive/folders/0B7EVK8r0v71pTUZsaXdaSnZBZzg (img_align_celeba.zip)"
+CELEBA_LAYOUT = "<dataroot>/img_align_celeba/000001.jpg, 000002.jpg, ..."
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataLoader:
+    """Iterates like torch.utils.data.DataLoader(dataset, batch_size, shuffle=True): (images,
+    labels) batches, the images on `device` as the dataset's transform makes them.
+
+    set_epoch(epoch, start) picks the epoch's order (from seed and epoch) and the batch it starts
+    at; `start` is that batch, for the tutorial's enumerate(dataloader, ...).
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=True, num_workers=0, *, device, seed,
+                 cache_dirs=(), stream=False, channels_last=False):
+        self.batch_size, self.shuffle, self.num_workers = batch_size, shuffle, num_workers
+        self.device, self.seed, self.channels_last = device, seed, channels_last
+        self.rank, self.world = rank_and_world()
+        if batch_size % self.world:
+            raise UserError(f"--batch-size {batch_size} is the batch of all {self.world} processes together "
+                            f"and must divide evenly among them; use a multiple of {self.world}.")
+        self.per_image, to_tensor_normalize = split_transform(dataset.transform)
+        self.normalize = to_tensor_normalize[-1] if len(to_tensor_normalize) == 2 else None
+        self.dataset, self.images, self.labels = None, None, None
+        if stream:
+            self.dataset, self.id = Readable(dataset), data_id(dataset)
+            self.n = len(dataset)
+        else:
+            self.images, self.labels, self.id = decode(dataset, self.per_image, num_workers, cache_dirs)
+            self.n = len(self.images)
+            self.images = on_device(self.images, device)
+        self.epoch, self.start = 0, 0
+
+    def __len__(self):
+        """Batches per epoch; the last may be smaller. Under torchrun an incomplete last batch is
+        dropped, so that every process gets an equal share of every batch."""
+        return math.ceil(self.n / self.batch_size) if self.world == 1 else self.n // self.batch_size
+
+    def set_epoch(self, epoch, start=0):
+        self.epoch, self.start = epoch, start
+
+    def order(self, epoch):
+        """The order of the images in one epoch.
+
+        The tutorial's DataLoader(shuffle=True) draws a fresh permutation each epoch from the global
+        RNG. Drawing it from (seed, epoch) instead gives the same kind of shuffle, and a resumed run
+        can redraw it exactly without storing anything.
+        """
+        if not self.shuffle:
+            return torch.arange(self.n)
+        seed = (self.seed * 1_000_003 + epoch) % 2**64
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
+
+    def __iter__(self):
+        order, bs, nb = self.order(self.epoch), self.batch_size, len(self)
+        if self.world > 1:  # every process draws the same order and takes its share of each batch
+            bs = bs // self.world
+            order = order[:nb * self.batch_size].view(nb, self.world, bs)[:, self.rank].reshape(-1)
+        if self.images is not None:
+            order = order.to(self.images.device)
+            for i in range(self.start, nb):
+                index = order[i * bs:(i + 1) * bs]
+                yield self.to_device(self.images[index]), self.labels[index.cpu()]
+        else:
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=[order[i * bs:(i + 1) * bs].tolist() for i in range(self.start, nb)],
+                num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(self.seed + self.epoch))  # leaves the global RNG alone
+            for images, labels in loader:
+                yield self.to_device(images), labels
+
+    def to_device(self, images):
+        """A batch onto the device; uint8 pixels through ToTensor + Normalize there, as one op each."""
+        images = images.to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = images.float().div(255)  # what ToTensor does to each uint8 image
+            if self.normalize is not None:
+                images = self.normalize(images)  # the dataset's own Normalize, on the whole batch
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def first_images(self, k):
+        """The first k images of epoch 0's order, as the transform makes them, on the CPU."""
+        order = self.order(0)[:k]
+        if self.images is not None:
+            return self.to_device(self.images[order.to(self.images.device)]).float().cpu().contiguous()
+        return torch.stack([self.dataset[i][0] for i in order.tolist()])
+
+
+def split_transform(transform):
+    """Split the dataset's transform into the per-image part (Resize, CenterCrop) and ToTensor +
+    Normalize; refuse a transform this loader does not know how to apply to batches."""
+    steps = list(transform.transforms) if isinstance(transform, transforms.Compose) else [transform]
+    kinds = [type(t) for t in steps]
+    known = [transforms.Resize, transforms.CenterCrop, transforms.ToTensor, transforms.Normalize]
+    positions = [known.index(k) if k in known else -1 for k in kinds]
+    if -1 in positions or positions != sorted(set(positions)) or transforms.ToTensor not in kinds:
+        raise UserError(
+            f"the dataset's transform ({', '.join(k.__name__ for k in kinds)}) is not one DataLoader can split: "
+            f"it takes Resize, CenterCrop, ToTensor, Normalize in that order (each optional but ToTensor); "
+            f"write the transform that way, or use torch.utils.data.DataLoader for other transforms.")
+    cut = kinds.index(transforms.ToTensor)
+    return steps[:cut], steps[cut:]
+
+
+def decode(dataset, per_image, workers, cache_dirs):
+    """(images as one uint8 tensor N x C x H x W after the per-image transform, labels, data id)."""
+    if isinstance(dataset, dset.MNIST) and not per_image:  # already one uint8 tensor
+        images = dataset.data.unsqueeze(1).contiguous()
+        if images.shape[1:] != (1, 28, 28) or len(images) != len(dataset.targets):
+            raise UserError(f"the MNIST files in {dataset.raw_folder} do not hold 28x28 digits; delete them "
+                            f"and run again to download them afresh.")
+        return images, torch.as_tensor(dataset.targets), data_id(dataset, images)
+    if not hasattr(dataset, "samples"):  # e.g. FakeData: decode, no cache file
+        images, labels, _ = decode_each(dataset, per_image, workers)
+        return images, labels, data_id(dataset, images)
+    # An image folder: decode once into a cache file, valid for exactly these files at these sizes.
+    files, stats = folder_files(dataset)
+    name = cache_name(per_image, files, stats)
+    for folder in cache_dirs:
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            try:
+                cache = torch.load(path, weights_only=True)
+                print(f"Loaded {len(cache['images'])} decoded images from {path}")
+                report_bad(cache["bad"])
+                return cache["images"], labels_without(dataset, files, cache["bad"]), data_id(dataset)
+            except Exception:
+                print(f"notice: the image cache {path} is unreadable; decoding the images again.")
+    print(f"Decoding {len(files)} images once ({', '.join(map(repr, per_image)) or 'as they are'}) ...")
+    images, labels, bad = decode_each(dataset, per_image, workers, files)
+    report_bad(bad)
+    cache = {"images": images, "bad": bad}
+    for folder in cache_dirs:  # the dataset's folder if we may write there, else the outdir
+        try:
+            atomic_save(cache, os.path.join(folder, name))
+            for old in glob.glob(os.path.join(folder, name.rsplit("_", 1)[0] + "_*.pt")):
+                if os.path.basename(old) != name:
+                    os.remove(old)  # a cache of an older list of images
+            break
+        except OSError:
+            continue
+    return images, labels, data_id(dataset)
+
+
+class PerImage(torch.utils.data.Dataset):
+    """The dataset with only its per-image transform, each item as (uint8 tensor, label, True),
+    or (empty tensor, -1, False) when the file cannot be read."""
+
+    def __init__(self, dataset, per_image):
+        self.dataset = copy.copy(dataset)
+        self.dataset.transform = transforms.Compose(per_image + [transforms.PILToTensor()])
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        try:
+            image, label = self.dataset[i]
+            if image.dim() == 2:
+                image = image.unsqueeze(0)
+            return image, label, True
+        except Exception:  # PIL raises many kinds for damaged files
+            return torch.zeros(0, dtype=torch.uint8), -1, False
+
+
+def decode_each(dataset, per_image, workers, names=None):
+    loader = torch.utils.data.DataLoader(PerImage(dataset, per_image), batch_size=None, num_workers=workers,
+                                         worker_init_fn=seed_worker,
+                                         generator=torch.Generator())  # leaves the global RNG alone
+    images, labels, bad = [], [], []
+    for i, (image, label, ok) in enumerate(loader):
+        if ok:
+            images.append(image)
+            labels.append(label)
+        else:
+            bad.append(names[i] if names else f"item {i}")
+    if not images:
+        raise UserError(f"none of the {len(dataset)} images in {getattr(dataset, 'root', 'the dataset')} "
+                        f"could be read; check the files.")
+    return torch.stack(images), torch.tensor(labels), bad
+
+
+def folder_files(dataset):
+    files = [os.path.relpath(path, dataset.root) for path, _ in dataset.samples]
+    return files, [os.stat(path) for path, _ in dataset.samples]
+
+
+def cache_name(per_image, files, stats):
+    """image_cache_<size>px_<key>.pt: the key covers the files, their sizes and times, and the
+    per-image transform (for the tutorial's Resize(s) + CenterCrop(s): the size s, as before)."""
+    sizes = [t.size for t in per_image]
+    standard = len(per_image) == 2 and isinstance(per_image[0], transforms.Resize) and \
+        isinstance(sizes[0], int) and sizes[1] in ([sizes[0]] * 2, (sizes[0],) * 2, sizes[0])
+    head = "v1\n%d\n" % sizes[0] if standard else "v2\n%s\n" % "; ".join(map(repr, per_image))
+    key = hashlib.sha256((head + "\n".join(f"{f}\t{s.st_size}\t{s.st_mtime_ns}"
+                                           for f, s in zip(files, stats))).encode()).hexdigest()[:16]
+    return f"image_cache_{sizes[0] if standard else 'custom'}px_{key}.pt"
+
+
+def labels_without(dataset, files, bad):
+    skip = set(bad)
+    return torch.tensor([label for f, (_, label) in zip(files, dataset.samples) if f not in skip])
+
+
+def data_id(dataset, images=None):
+    """What the run trained on, for the settings a resume must keep: the files (an image folder),
+    the digits' bytes (MNIST) or the decoded images."""
+    if hasattr(dataset, "samples"):
+        files, stats = folder_files(dataset)
+        return "images-" + hashlib.sha256("\n".join(
+            f"{f}\t{s.st_size}" for f, s in zip(files, stats)).encode()).hexdigest()[:16]
+    if isinstance(dataset, dset.MNIST):
+        images = dataset.data.unsqueeze(1).contiguous()
+        return "mnist-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+    if images is None:
+        images = decode_each(dataset, [], 0)[0]
+    return f"{type(dataset).__name__.lower()}-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+
+
+def on_device(images, device):
+    """Keep the decoded dataset on the training device when it fits there."""
+    if device.type != "cpu":
+        try:
+            return images.to(device)
+        except torch.cuda.OutOfMemoryError:
+            print("notice: the dataset does not fit on the GPU; keeping it in host memory.")
+            return images.pin_memory()
+    return images
+
+
+def report_bad(bad):
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        print(f"warning: skipped {len(bad)} image(s) that could not be read: {shown}")
+
+
+class Readable(torch.utils.data.Dataset):
+    """The dataset as it is (for --stream), with a clear sentence for a file it cannot read; that
+    stops --stream, while the decoded cache skips such files with a warning."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        try:
+            return self.dataset[i]
+        except Exception as e:  # PIL raises many kinds for damaged files
+            path = self.dataset.samples[i][0] if hasattr(self.dataset, "samples") else f"item {i}"
+            raise UserError(f"{path} cannot be read ({first_line(e) or type(e).__name__}); remove or replace it, "
+                            f"or run without --stream, which skips unreadable images with a warning.") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Clear errors for a dataset that is missing or laid out wrongly
+# ---------------------------------------------------------------------------------------------
+
+def check_image_folder(root):
+    """Refuse, in one sentence, the layouts that make ImageFolder fail or find nothing."""
+    how = f"expected layout: {CELEBA_LAYOUT}; download img_align_celeba.zip from {CELEBA_URL} " \
+          f"and unzip it into --dataroot"
+    if not os.path.exists(root):
+        raise UserError(f"--dataroot {root} does not exist ({how}).")
+    if not os.path.isdir(root):
+        raise UserError(f"--dataroot {root} is a file, not a folder ({how}).")
+    entries = list(os.scandir(root))
+    loose = [e for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)]
+    folders = [e for e in entries if e.is_dir()]
+    if loose and not folders:
+        raise UserError(f"--dataroot {root} holds {len(loose)} images directly, but ImageFolder needs "
+                        f"them one folder down: move them into {os.path.join(root, 'img_align_celeba')}/ "
+                        f"({how}).")
+    if not any(f.lower().endswith(IMAGE_EXTENSIONS) for d in folders for _, _, fs in os.walk(d.path) for f in fs):
+        raise UserError(f"--dataroot {root} holds no images ({how}).")
+
+
+@contextlib.contextmanager
+def mnist_errors(root):
+    """Around the tutorial's MNIST(root, download=True, ...): a missing or damaged MNIST becomes
+    one sentence that says where the files go."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise UserError(f"--dataroot {root} is a file; give the folder that holds MNIST/raw/.")
+    raw = os.path.join(root, "MNIST", "raw")
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:  # torchvision raises several kinds; only the files tell which case it is
+        if not all(os.path.exists(os.path.join(raw, f)) for f in MNIST_FILES):
+            raise UserError(
+                f"MNIST is not in {root} and could not be downloaded ({first_line(e)}); put the four "
+                f"files {', '.join(MNIST_FILES)} (or their .gz) into {raw}/ or run once with network "
+                f"access.") from None
+        raise UserError(f"an MNIST file in {raw} is corrupt or truncated ({first_line(e) or type(e).__name__}); "
+                        f"delete that folder's files and run again to download them afresh.") from None

@@ -1,0 +1,135 @@
+"""Seeding and deterministic mode, the device to train on, DistributedDataParallel, weight init,
+and the opt-in speed-ups (--amp, --channels-last, --compile)."""
+import inspect
+import os
+import random
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def seed_everything(seed, cudnn_benchmark=False):
+    """Seed python, numpy and torch on every device, and allow only deterministic algorithms,
+    so that the same command on the same machine gives the same bits."""
+    # cuBLAS needs a fixed workspace to be deterministic; it reads this when CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds the CPU and every CUDA / MPS device
+    # --cudnn-benchmark trades this for speed: cuDNN may then pick a different kernel each run.
+    torch.use_deterministic_algorithms(not cudnn_benchmark)
+    # Deterministic mode also fills every new tensor with NaN, a debugging aid that costs an extra
+    # write per allocation (an extra kernel on a GPU). No result depends on it: the same bits come out.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def seed_worker(worker_id):
+    """DataLoader worker_init_fn: derive numpy and python seeds from the worker's torch seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def pick_device(choice, ngpu=1):
+    """The torch.device to train on; a choice this machine lacks falls back with a notice."""
+    cuda, mps = torch.cuda.is_available(), hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if ngpu == 0 or choice == "cpu":
+        return torch.device("cpu")
+    if ngpu > 1 and not cuda:
+        print(f"notice: --ngpu {ngpu} asked for, but this machine has no CUDA GPU; training on the CPU.")
+    if choice in ("auto", "cuda") and cuda:
+        if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+            return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        if ngpu > torch.cuda.device_count():
+            print(f"notice: --ngpu {ngpu} asked for, but this machine has "
+                  f"{torch.cuda.device_count()} GPU(s); using those.")
+        return torch.device("cuda:0")
+    if choice in ("auto", "mps") and mps:
+        return torch.device("mps")
+    if choice != "auto":
+        print(f"notice: --device {choice} is not available on this machine; training on the CPU.")
+    return torch.device("cpu")
+
+
+def init_distributed():
+    """Under torchrun (RANK and WORLD_SIZE set): join the process group and return
+    (rank, world_size); a plain `python script.py` run returns (0, 1) and changes nothing."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.get_rank() != 0:  # one copy of the log lines and progress bar: rank 0's
+        import sys
+        sys.stdout = open(os.devnull, "w")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def rank_and_world():
+    """(this process's rank, number of processes): (0, 1) without torchrun."""
+    import torch.distributed as dist
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def ddp(net, device):
+    """Wrap a network in DistributedDataParallel, without re-syncing BatchNorm buffers per forward.
+
+    By default DDP copies rank 0's BatchNorm running statistics into every process before each
+    forward, in place. The tutorial runs backward right after each forward of D, which survives
+    that, but two forwards before one backward (real and fake batches, as most GAN code does)
+    fail with "modified by an inplace operation". Training normalises with batch statistics and
+    never reads the running ones, so each process keeping its own changes nothing that is
+    computed, and saves a broadcast per forward. (SyncBatchNorm would instead normalise over the
+    whole global batch: a different computation from the tutorial's.)
+    """
+    DDP = nn.parallel.DistributedDataParallel
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+               else {"broadcast_buffers": False})  # the older name of the same switch
+    return DDP(net, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
+
+
+def weights_init(m, bn_mean=1.0):
+    """DCGAN init: conv weights ~ N(0, 0.02); BatchNorm weights ~ N(bn_mean, 0.02), bias 0."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(m.weight.data, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight.data, bn_mean, 0.02)
+        nn.init.constant_(m.bias.data, 0)
+
+
+def bare(net):
+    """The model inside nn.DataParallel, DDP, torch.compile or Autocast, so checkpoints load anywhere."""
+    while True:
+        if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel, Autocast)):
+            net = net.module
+        elif hasattr(net, "_orig_mod"):  # torch.compile
+            net = net._orig_mod
+        else:
+            return net
+
+
+class Autocast(nn.Module):
+    """Runs a network in bfloat16 autocast and returns float32, so that losses (BCELoss, which
+    autocast refuses) are computed in full precision."""
+
+    def __init__(self, module, device_type):
+        super().__init__()
+        self.module, self.device_type = module, device_type
+
+    def forward(self, *inputs):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.module(*inputs).float()
+
+
+def speed_up(net, device, *, amp=False, channels_last=False, compile=False):
+    """Apply the opt-in --channels-last, --amp and --compile to a network."""
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if amp:
+        net = Autocast(net, device.type)
+    if compile:
+        net = torch.compile(net)
+    return net

@@ -1,0 +1,82 @@
+"""--generate N [--interpolate]: images from a trained generator, in batches, so that memory stays
+bounded whatever N is (FID is usually computed on 50,000 samples)."""
+import math
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import torchvision.utils as vutils
+
+from . import pictures
+
+BATCH = 500  # images per generator forward: memory does not grow with N
+GRID_MAX = 256  # grid.png shows at most this many images, whatever N is
+
+
+def noise_batches(n, noise_shape, seed, device):
+    """The noise for N images, BATCH at a time, from one generator seeded with `seed`: image k gets
+    the same noise whatever N is."""
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, n, BATCH):
+        k = min(BATCH, n - start)
+        yield start, torch.randn(k, *noise_shape, generator=gen).to(device)
+
+
+def generate(netG, noise_shape, image_shape, n, seed, folder, interpolate=False):
+    """Write N single PNG images (00000.png ...) and grid.png into folder; with interpolate, also
+    interpolation.png and interpolation.gif, a walk through the latent space."""
+    from tqdm import tqdm
+    os.makedirs(folder, exist_ok=True)
+    device = next(netG.parameters()).device
+    grid = []
+    bar = tqdm(total=n, unit="img", desc="generating", leave=False, disable=not sys.stderr.isatty())
+    # PNG compression releases the GIL: a few threads write while the generator computes.
+    with ThreadPoolExecutor(max_workers=4) as writers, torch.no_grad():
+        pending = []
+        for start, z in noise_batches(n, noise_shape, seed, device):
+            images = pictures.to_pixels(netG(z).reshape(-1, *image_shape))
+            if len(grid) * BATCH < GRID_MAX:
+                grid.append(images[:GRID_MAX - start])
+            pending = [f for f in pending if not f.done()]
+            while len(pending) > 4:  # keep at most a few batches in memory
+                pending.pop(0).result()
+            pending.append(writers.submit(save_pngs, images, folder, start))
+            bar.update(len(images))
+        for f in pending:
+            f.result()
+    bar.close()
+    shown = torch.cat(grid)[:GRID_MAX]
+    vutils.save_image(shown, os.path.join(folder, "grid.png"), nrow=int(math.ceil(math.sqrt(len(shown)))), padding=2)
+    print(f"Wrote {n} images and grid.png (the first {len(shown)}) to {folder}/")
+    if interpolate:
+        write_interpolation(netG, noise_shape, image_shape, seed, folder)
+
+
+def save_pngs(images, folder, start):
+    for k, image in enumerate(images):
+        vutils.save_image(image, os.path.join(folder, f"{start + k:05d}.png"))
+
+
+def write_interpolation(netG, noise_shape, image_shape, seed, folder, rows=8, steps=10):
+    """8 legs of 10 steps between random points of the latent space, as a grid and as one GIF."""
+    device = next(netG.parameters()).device
+    nz = math.prod(noise_shape)
+    gen = torch.Generator().manual_seed(seed + 1)
+    ends = torch.randn(rows + 1, nz, generator=gen)
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    z = pictures.slerp(ends[:-1].unsqueeze(1), ends[1:].unsqueeze(1), t)  # rows x steps x nz
+    with torch.no_grad():
+        walk = netG(z.reshape(rows * steps, *noise_shape).to(device)).reshape(-1, *image_shape)
+    pictures.save_grid(walk, os.path.join(folder, "interpolation.png"), nrow=steps)
+    frames = []
+    for k, image in enumerate(walk):  # one continuous walk: row after row
+        if k >= steps and k % steps == 0:
+            continue  # a row starts where the row before it ended
+        png = os.path.join(folder, f".walk{k:03d}.png")
+        vutils.save_image(pictures.to_pixels(image), png)
+        frames.append(png)
+    pictures.write_gif(frames, os.path.join(folder, "interpolation.gif"), ms_per_frame=120)
+    for png in frames:
+        os.remove(png)
+    print(f"Wrote interpolation.png and interpolation.gif to {folder}/")
