@@ -17,6 +17,7 @@ What lands in --outdir, and when:
   progress.gif, real_vs_fake.png          seconds (so at most about that stale), and always when
                                           the run ends, stops or diverges
 """
+import collections
 import gc
 import math
 import os
@@ -41,6 +42,9 @@ except ImportError:
 # The derived pictures are redrawn at most this often (seconds of wall time): drawing after every
 # epoch would cost a short-epoch run (gan_mnist: 0.4 s per epoch on a CPU) most of its time.
 DRAW_EVERY = 30
+# The ETA's pace is measured over about this many seconds of the latest wall time: long enough to
+# average in several drawings of the pictures, short enough to follow a pace that drifts.
+PACE_WINDOW = 120
 
 
 class Run:
@@ -68,8 +72,10 @@ class Run:
         if getattr(args, "interpolate", False) and not args.generate:
             raise UserError("--interpolate walks through the latent space of --generate's images; add "
                             "--generate N, or leave out --interpolate.")
-        self.claim_outdir(overwrite=args.overwrite, reuse=args.resume or args.generate or
-                          getattr(args, "evaluate", None))
+        reuse = args.resume or args.generate or getattr(args, "evaluate", None)
+        self.claim_outdir(overwrite=args.overwrite, reuse=reuse)
+        if reuse:
+            self.checkpoint()  # before any data is loaded: a missing or foreign checkpoint is said at once
 
     # -----------------------------------------------------------------------------------------
     # The folder: one run at a time
@@ -191,6 +197,7 @@ class Run:
             return
         self.loop_started = self.drawn_at = time.monotonic()
         self.batches_done = 0
+        self.pace_marks = collections.deque([(self.loop_started, 0)])  # (time, batches done) at epoch ends
         for epoch in range(self.epoch0, self.epochs_total):
             start = self.batch0 if epoch == self.epoch0 else 0
             dataloader.set_epoch(epoch, start)
@@ -237,6 +244,7 @@ class Run:
         if time.monotonic() - self.drawn_at >= DRAW_EVERY:
             self.draw()
         self.bar.close()
+        self.pace_marks.append((time.monotonic(), self.batches_done))
         images = min((self.batches - self.bar_start()) * self.batch_size, self.n_images)
         self.log(f"epoch {self.epoch + 1}/{self.epochs_total} done in {seconds:.2f} s "
                  f"({images / max(seconds, 1e-9):.0f} img/s); run ETA {clock(self.eta(epoch_done=True))}")
@@ -352,10 +360,14 @@ class Run:
         return self.batch0 if self.epoch == self.epoch0 else 0
 
     def eta(self, epoch_done=False):
-        """Seconds the run still needs: the batches left at this run's own pace so far, which counts
-        the epoch-end work and the pictures too, plus one last drawing of the pictures."""
+        """Seconds the run still needs: the batches left at the pace of the last PACE_WINDOW seconds,
+        which counts the epoch-end work and the pictures too, plus one last drawing of them."""
+        now = time.monotonic()
+        while len(self.pace_marks) > 1 and now - self.pace_marks[1][0] >= PACE_WINDOW:
+            self.pace_marks.popleft()
+        since, batches = self.pace_marks[0]
+        pace = (now - since) / max(self.batches_done - batches, 1)
         left = (self.epochs_total - self.epoch - 1) * self.batches + (0 if epoch_done else self.batches - self.batch)
-        pace = (time.monotonic() - self.loop_started) / max(self.batches_done, 1)
         return left * pace + self.draw_seconds
 
     # -----------------------------------------------------------------------------------------
