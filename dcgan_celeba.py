@@ -36,6 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--beta1", type=common.beta, default=0.5, help="beta1 hyperparameter for Adam optimizers")
     parser.add_argument("--ngpu", type=common.nonnegative_int, default=1,
                         help="number of GPUs available; 0 trains on the CPU, >1 uses nn.DataParallel")
+    parser.add_argument("--export-real", type=common.positive_int, metavar="N",
+                        help="train nothing: write N training images as the training sees them (64x64 PNG) "
+                             "into <outdir>/real/, the real side of an FID against --generate N")
     args = parser.parse_args(argv)
     if args.image_size != 64:
         parser.error(f"argument --image-size: the tutorial's networks make 64x64 images only, got "
@@ -175,6 +178,8 @@ def main(argv=None):
                             args.seed, args.interpolate)
 
     dataloader = load_data(args, device, run.outdir)
+    if args.export_real:  # train nothing: real images for an FID against --generate N (see README)
+        return dataloader.export(args.export_real, f"{run.outdir}/real")
 
     netG, netD = create_models(args, device, world_size)
 

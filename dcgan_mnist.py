@@ -142,6 +142,10 @@ def main(argv=None):
                                    device=device, seed=args.seed, stream=args.stream,
                                    channels_last=args.channels_last)
     print(f"{dataloader.n} training images, {len(dataloader)} batches per epoch")
+    if args.evaluate:  # train nothing: FD and digit shares of the run in --outdir (common/quality.py)
+        s = run.saved_settings()
+        return run.evaluate(Generator(s["z_dim"], hidden_dim=s["hidden_dim"]).to(device), (s["z_dim"],),
+                            dataloader, args.evaluate, args.seed)
 
     gen = Generator(z_dim, hidden_dim=args.hidden_dim).to(device)
     gen_opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(args.beta1, args.beta2), fused=True)

@@ -81,6 +81,10 @@ def main(argv=None):
                                     seed=args.seed, stream=args.stream)
     total_step = len(data_loader)
     print(f"{data_loader.n} training images, {total_step} batches per epoch")
+    if args.evaluate:  # train nothing: FD and digit shares of the run in --outdir (common/quality.py)
+        s = run.saved_settings()
+        return run.evaluate(make_generator(s["latent_size"], s["hidden_size"]).to(device), (s["latent_size"],),
+                            data_loader, args.evaluate, args.seed)
 
     D = make_discriminator(args.hidden_size).to(device)
     G = make_generator(latent_size, args.hidden_size).to(device)

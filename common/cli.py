@@ -94,4 +94,4 @@ def add_common_args(parser, *, dataroot, epochs, batch_size, workers, seed, mnis
 # Settings that do not change what is computed: a resumed run may change these freely.
 NOT_MATH = {"dataroot", "outdir", "epochs", "workers", "device", "ngpu", "resume", "overwrite",
             "checkpoint_every", "generate", "interpolate", "stream", "cudnn_benchmark", "evaluate",
-            "eval_every"}
+            "eval_every", "export_real"}

@@ -61,6 +61,7 @@ class DataLoader:
             self.images, self.labels, self.id = decode(dataset, self.per_image, num_workers, cache_dirs)
             self.n = len(self.images)
             self.images = on_device(self.images, device)
+            self.labels = self.labels.to(self.images.device)
         self.epoch, self.start = 0, 0
 
     def __len__(self):
@@ -92,7 +93,7 @@ class DataLoader:
             order = order.to(self.images.device)
             for i in range(self.start, nb):
                 index = order[i * bs:(i + 1) * bs]
-                yield self.to_device(self.images[index]), self.labels[index.cpu()]
+                yield self.to_device(self.images[index]), self.labels[index]
         else:
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=[order[i * bs:(i + 1) * bs].tolist() for i in range(self.start, nb)],
@@ -118,6 +119,29 @@ class DataLoader:
         if self.images is not None:
             return self.to_device(self.images[order.to(self.images.device)]).float().cpu().contiguous()
         return torch.stack([self.dataset[i][0] for i in order.tolist()])
+
+
+    def uint8_images(self):
+        """Every image after the per-image transform, as uint8 on the CPU, in file order, and the labels."""
+        if self.images is not None:
+            return self.images.cpu(), self.labels.cpu()
+        images, labels, _ = decode(self.dataset.dataset, self.per_image, self.num_workers, cache_dirs=())
+        return images, labels
+
+
+    def export(self, n, folder):
+        """N training images exactly as the training sees them (after the per-image transform, from
+        the decoded cache; PNG keeps every uint8 value) into folder, in epoch 0's order: the real
+        side of an FID against --generate N."""
+        from PIL import Image
+        images, _ = self.uint8_images()
+        order = self.order(0)[:n]
+        os.makedirs(folder, exist_ok=True)
+        for k, index in enumerate(order.tolist()):
+            pixels = images[index].permute(1, 2, 0).numpy()
+            Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(os.path.join(folder, f"{k:05d}.png"))
+        print(f"Wrote {len(order)} training images ({'x'.join(map(str, images.shape[1:]))}, as the training sees "
+              f"them) to {folder}/")
 
 
 def split_transform(transform):

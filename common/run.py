@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from . import pictures, sampling
+from . import pictures, quality, sampling
 from .checkpoints import check_settings, load_checkpoint, rng_states, set_rng_states, write_checkpoint
 from .cli import NOT_MATH
 from .device import bare, rank_and_world
@@ -68,12 +68,14 @@ class Run:
         self.epoch = self.batch = self.iterations = 0
         self.stop_signal, self.lock, self.ckpt, self.bar, self.fake = None, None, None, None, None
         self.finished, self.closed, self.gif_frames = False, False, pictures.GifFrames()
-        self.draw_seconds, self.extra_plots = 0.0, []
+        self.draw_seconds = 0.0
+        self.eval_every, self.quality_rows, self.reference = getattr(args, "eval_every", None), [], None
         if getattr(args, "interpolate", False) and not args.generate:
             raise UserError("--interpolate walks through the latent space of --generate's images; add "
                             "--generate N, or leave out --interpolate.")
         reuse = args.resume or args.generate or getattr(args, "evaluate", None)
-        self.claim_outdir(overwrite=args.overwrite, reuse=reuse)
+        self.export_only = getattr(args, "export_real", None)
+        self.claim_outdir(overwrite=args.overwrite, reuse=reuse or self.export_only)
         if reuse:
             self.checkpoint()  # before any data is loaded: a missing or foreign checkpoint is said at once
 
@@ -142,6 +144,34 @@ class Run:
                           interpolate)
         self.release()
 
+    def evaluate(self, netG, noise_shape, dataloader, n, seed):
+        """--evaluate N: FD and digit shares of N samples of the generator in checkpoint.pt against N
+        real digits; prints one line starting "FD", writes quality.png and quality.json."""
+        ckpt = self.checkpoint()
+        netG.load_state_dict(ckpt["netG"])
+        self.image_shape = tuple(ckpt.get("image_shape") or (1, 28, 28))
+        self.reference = self.reference_for(dataloader, n)
+        result = {"epoch": ckpt["epoch"], "iteration": ckpt["iteration"], "seed": seed,
+                  **self.measure(netG, noise_shape, seed, n)}
+        print(quality.line(result))
+        quality.plot_shares(result, os.path.join(self.outdir, "quality.png"), f"{self.script}, epoch {ckpt['epoch']}")
+        quality.write_json(result, os.path.join(self.outdir, "quality.json"))
+        print(f"Wrote quality.png and quality.json to {self.outdir}/")
+        self.release()
+
+    def reference_for(self, dataloader, n=10_000):
+        """The reference classifier (trained on first use, cached beside the data) and the feature
+        moments of the first n real digits."""
+        images, labels = dataloader.uint8_images()
+        beside_data = [] if self.settings.get("fake_data") else [os.path.join(self.settings["dataroot"], "MNIST")]
+        device = dataloader.device
+        net = quality.classifier(images, labels, beside_data + [self.outdir], device)
+        return net, quality.real_moments(net, images[:n], device), min(n, len(images))
+
+    def measure(self, netG, noise_shape, seed, n=None):
+        net, real_stats, n_real = self.reference
+        return quality.measure(netG, noise_shape, self.image_shape, net, real_stats, n or n_real, seed)
+
     # -----------------------------------------------------------------------------------------
     # Start or resume, and the epochs
     # -----------------------------------------------------------------------------------------
@@ -175,6 +205,7 @@ class Run:
             self.fixed_noise = fixed_noise = ckpt["fixed_noise"].to(device)
             self.history = {k: v.tolist() if torch.is_tensor(v) else list(v) for k, v in ckpt["history"].items()}
             self.iterations = len(self.history["epoch"])
+            self.quality_rows = list(ckpt.get("quality", []))
             if self.epoch0 >= self.epochs_total:
                 print(f"This run has already trained {self.epoch0} epochs (--epochs {self.epochs_total}): nothing "
                       f"to do. Give a larger --epochs to train on.")
@@ -185,6 +216,8 @@ class Run:
             pictures.save_grid(self.real, os.path.join(self.outdir, self.real_grid), self.nrow)
             with torch.no_grad():
                 pictures.save_grid(self.as_images(netG(fixed_noise)), self.sample_path(0), self.nrow)
+        if self.eval_every:
+            self.reference = self.reference_for(dataloader)
         self.old_handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGTERM, self.on_signal)
@@ -239,6 +272,11 @@ class Run:
         self.fake = self.as_images(fake).detach().cpu()
         if self.rank == 0:
             pictures.save_grid(self.fake, self.sample_path(self.epoch + 1), self.nrow)
+        if self.eval_every and (self.epoch + 1) % self.eval_every == 0:
+            row = {"epoch": self.epoch + 1, **self.measure(self.nets[0], self.fixed_noise.shape[1:],
+                                                             self.settings["seed"])}
+            self.quality_rows.append(row)
+            self.log(f"epoch {self.epoch + 1} quality: {quality.line(row)}")
         self.save(self.epoch + 1, 0)
         self.batch = 0
         if time.monotonic() - self.drawn_at >= DRAW_EVERY:
@@ -315,7 +353,8 @@ class Run:
             "epoch": epoch, "iteration": iteration, "fixed_noise": self.fixed_noise.cpu(),
             "history": {k: torch.tensor(v, dtype=torch.int64 if k in ("epoch", "iteration") else torch.float32)
                         for k, v in self.history.items()},
-            "rng": rng_states(), "settings": self.math, "script": self.script, "image_shape": list(self.image_shape)}
+            "rng": rng_states(), "settings": self.math, "script": self.script, "image_shape": list(self.image_shape),
+            "quality": self.quality_rows}
         try:
             write_checkpoint(state, self.outdir)
         except (UserError, Diverged):
@@ -340,8 +379,11 @@ class Run:
                                [f"epoch {int(f[6:10])}" for f in pngs], cache=self.gif_frames)
         if self.fake is not None:
             pictures.real_vs_fake(self.real, self.fake, os.path.join(out, "real_vs_fake.png"), self.nrow)
-        for plot in self.extra_plots:
-            plot()
+        if self.quality_rows:
+            pictures.write_csv({k: [r[k] for r in self.quality_rows] for k in ("epoch", "FD", "smallest_share",
+                                                                               "rarest_digit")},
+                               os.path.join(out, "quality.csv"))
+            quality.plot_over_epochs(self.quality_rows, os.path.join(out, "quality.png"))
         self.draw_seconds = time.monotonic() - self.drawn_at
         self.drawn_at = time.monotonic()
 

@@ -24,10 +24,11 @@ def noise_batches(n, noise_shape, seed, device):
 
 
 def generate(netG, noise_shape, image_shape, n, seed, folder, interpolate=False):
-    """Write N single PNG images (00000.png ...) and grid.png into folder; with interpolate, also
-    interpolation.png and interpolation.gif, a walk through the latent space."""
+    """Write N single PNG images into folder/images/ (00000.png ..., nothing else, so that an FID tool
+    can read the folder) and grid.png into folder; with interpolate, also interpolation.png and
+    interpolation.gif, a walk through the latent space."""
     from tqdm import tqdm
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
     device = next(netG.parameters()).device
     grid = []
     bar = tqdm(total=n, unit="img", desc="generating", leave=False, disable=not sys.stderr.isatty())
@@ -41,14 +42,14 @@ def generate(netG, noise_shape, image_shape, n, seed, folder, interpolate=False)
             pending = [f for f in pending if not f.done()]
             while len(pending) > 4:  # keep at most a few batches in memory
                 pending.pop(0).result()
-            pending.append(writers.submit(save_pngs, images, folder, start))
+            pending.append(writers.submit(save_pngs, images, os.path.join(folder, "images"), start))
             bar.update(len(images))
         for f in pending:
             f.result()
     bar.close()
     shown = torch.cat(grid)[:GRID_MAX]
     vutils.save_image(shown, os.path.join(folder, "grid.png"), nrow=int(math.ceil(math.sqrt(len(shown)))), padding=2)
-    print(f"Wrote {n} images and grid.png (the first {len(shown)}) to {folder}/")
+    print(f"Wrote {n} images to {folder}/images/ and grid.png (the first {len(shown)}) to {folder}/")
     if interpolate:
         write_interpolation(netG, noise_shape, image_shape, seed, folder)
 

@@ -70,16 +70,16 @@ def test_one_epoch_plus_resume_equals_two_epochs(runs, script):
 def test_generate_writes_n_images_at_the_data_resolution(runs, script):
     outdir = runs[script]["a"]
     assert call(script, "--outdir", outdir, "--generate", 5, "--interpolate") == 0
-    folder = os.path.join(outdir, "generated")
-    files = sorted(f for f in os.listdir(folder) if f[0].isdigit())
-    assert len(files) == 5
+    folder = os.path.join(outdir, "generated", "images")
+    files = sorted(os.listdir(folder))  # nothing but the samples, as an FID tool reads the folder
+    assert files == [f"{k:05d}.png" for k in range(5)]
     size, channels = SIZE[script]
     for f in files:
         image = Image.open(os.path.join(folder, f))
         assert image.size == (size, size)
         assert len(image.getbands()) in ((1, 3) if channels == 1 else (3,))
-    assert os.path.exists(os.path.join(folder, "grid.png"))
-    assert Image.open(os.path.join(folder, "interpolation.gif")).n_frames == 8 * 9 + 1  # 8 legs of 10 steps, joined
+    assert os.path.exists(os.path.join(outdir, "generated", "grid.png"))
+    assert Image.open(os.path.join(outdir, "generated", "interpolation.gif")).n_frames == 8 * 9 + 1  # 8 legs of 10 steps, joined
     # --seed chooses the noise: the same seed gives the same image, another seed another one
     first = open(os.path.join(folder, files[0]), "rb").read()
     assert call(script, "--outdir", outdir, "--generate", 1, "--seed", 7) == 0

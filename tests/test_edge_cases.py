@@ -48,8 +48,7 @@ def test_a_checkpoint_without_its_scripts_name_is_still_recognised(tmp_path, mni
     assert call("dcgan_celeba", "--outdir", tmp_path, "--generate", 2) == 1
     one_line_error(capsys, "this run was made by gan_mnist.py")
     assert call("gan_mnist", "--outdir", tmp_path, "--generate", 3) == 0  # its own script still loads it
-    assert sorted(f for f in os.listdir(tmp_path / "generated") if f[0].isdigit()) == ["00000.png", "00001.png",
-                                                                                       "00002.png"]
+    assert sorted(os.listdir(tmp_path / "generated" / "images")) == ["00000.png", "00001.png", "00002.png"]
 
 
 def test_interpolate_without_generate_is_refused(tmp_path, capsys):

@@ -1,0 +1,196 @@
+"""Sample quality for the MNIST scripts, by a reference digit classifier of the project's own.
+
+  FD      the Frechet distance between the classifier's penultimate-layer features of N generated
+          and N real digits: |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)); the MNIST analogue of
+          FID (lower is better; 0 for two sets with the same feature statistics)
+  shares  the share of each digit among the generated samples, as the classifier reads them; the
+          smallest shows mode collapse (a digit the generator has stopped making)
+
+The classifier is trained once, seeded, on the training split in --dataroot (the last HELD_OUT
+digits, in file order, are held out to measure its accuracy), saved beside the data (or in the
+outdir where that cannot be written), and loaded with weights_only=True afterwards. Evaluating
+draws its noise from its own generator and leaves every training RNG untouched.
+"""
+import copy
+import hashlib
+import json
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoints import atomic_save
+
+HELD_OUT = 2000  # the last 2,000 digits of the training split: never trained on, they measure accuracy
+TRAIN_MAX = 12000  # trained on at most the first 12,000 of the others (about a minute on 2 CPU cores)
+VERSION = 1  # part of the cache key: a change to the classifier or its training retrains it
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN on 28x28 digits in [-1, 1]; features() is its 128-wide penultimate layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),   # 32 x 13 x 13
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),  # 64 x 5 x 5
+            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU())
+        self.head = nn.Linear(128, 10)
+
+    def features(self, x):
+        return self.conv(x)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def classifier(images, labels, cache_dirs, device):
+    """The reference classifier for these digits (uint8 N x 1 x 28 x 28, labels): loaded from the
+    first of cache_dirs that holds it, else trained and saved into the first that can be written."""
+    key = hashlib.sha256(f"v{VERSION}".encode() + images.cpu().numpy().tobytes() +
+                         labels.cpu().numpy().tobytes()).hexdigest()[:16]
+    name = f"digit_classifier_{key}.pt"
+    for folder in cache_dirs:
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                with torch.random.fork_rng(devices=[]):  # building it draws its default init: not from the run's RNG
+                    net = DigitClassifier()
+                net.load_state_dict(saved["weights"])
+                return net.to(device).eval()
+            except Exception:
+                print(f"notice: the classifier {path} is unreadable; training it again.")
+    net, accuracy, seconds = train_classifier(images, labels, device)
+    print(f"Trained the reference digit classifier in {seconds:.0f} s: {accuracy:.2%} right on the "
+          f"{min(HELD_OUT, len(images) // 5)} held-out digits (the last ones of the training split)")
+    for folder in cache_dirs:
+        try:
+            atomic_save({"weights": net.state_dict(), "accuracy": accuracy}, os.path.join(folder, name))
+            break
+        except OSError:
+            continue
+    return net.eval()
+
+
+def train_classifier(images, labels, device, epochs=4, batch_size=64):
+    """Seeded training that leaves every global RNG as it was. Returns (net, held-out accuracy, s)."""
+    t0 = time.monotonic()
+    held_out = min(HELD_OUT, len(images) // 5)
+    x = images.to(device).float().div(255).sub(0.5).div(0.5)
+    y = labels.to(device).long()
+    train_x, train_y = x[:len(x) - held_out][:TRAIN_MAX], y[:len(y) - held_out][:TRAIN_MAX]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = DigitClassifier().to(device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(epochs):
+            order = torch.randperm(len(train_x), generator=gen).to(device)
+            for k in range(0, len(order), batch_size):
+                index = order[k:k + batch_size]
+                loss = F.cross_entropy(net(train_x[index]), train_y[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    with torch.no_grad():
+        accuracy = (net(x[len(x) - held_out:]).argmax(1) == y[len(y) - held_out:]).float().mean().item()
+    return net, accuracy, time.monotonic() - t0
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64.
+
+    Tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which are those
+    of the symmetric S1^(1/2) S2 S1^(1/2): no non-symmetric matrix root is needed.
+    """
+    mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
+    values, vectors = torch.linalg.eigh(sigma1)
+    root1 = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    middle = root1 @ sigma2 @ root1
+    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    return ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * trace_root).item()
+
+
+def moments(features):
+    """Mean and covariance (unbiased) of N feature vectors."""
+    features = features.double()
+    return features.mean(0), torch.cov(features.T)
+
+
+def real_moments(net, real, device, batch=500):
+    """Mean and covariance of the classifier's features of real digits (uint8)."""
+    with torch.no_grad():
+        features = [net.features(real[k:k + batch].to(device).float().div(255).sub(0.5).div(0.5)).cpu()
+                    for k in range(0, len(real), batch)]
+    return moments(torch.cat(features))
+
+
+def measure(netG, noise_shape, image_shape, net, real_stats, n, seed, batch=500):
+    """FD and digit shares of n samples of netG against the real digits' feature moments.
+
+    The samples come from a copy of netG, in training mode as the scripts draw them, with noise
+    from a generator of their own: the run's generator, its BatchNorm statistics and every RNG
+    are left untouched.
+    """
+    from .device import bare
+    g = copy.deepcopy(bare(netG))
+    device = next(g.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    features, counts = [], torch.zeros(10, dtype=torch.long)
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            z = torch.randn(min(batch, n - start), *noise_shape, generator=gen).to(device)
+            f = net.features(g(z).reshape(-1, *image_shape).float())
+            counts += torch.bincount(net.head(f).argmax(1).cpu(), minlength=10)
+            features.append(f.cpu())
+    fd = frechet_distance(*moments(torch.cat(features)), *real_stats)
+    shares = (counts.double() / counts.sum()).tolist()
+    return {"FD": fd, "smallest_share": min(shares), "rarest_digit": shares.index(min(shares)), "shares": shares,
+            "n": n}
+
+
+def line(result):
+    """One line: FD first, then the ten shares."""
+    shares = "  ".join(f"{d}: {s:.1%}" for d, s in enumerate(result["shares"]))
+    return (f"FD {result['FD']:.3f}  smallest share {result['smallest_share']:.1%} (digit {result['rarest_digit']})"
+            f"  shares  {shares}")
+
+
+def plot_shares(result, path, title):
+    from .pictures import pyplot
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(range(10), [100 * s for s in result["shares"]], color="tab:blue")
+    ax.axhline(10, color="grey", linewidth=0.8, linestyle="--", label="10 % each (no collapse)")
+    ax.set(xticks=range(10), xlabel="digit, as the reference classifier reads the samples", ylabel="% of samples",
+           title=f"{title}: FD {result['FD']:.2f}, smallest share {result['smallest_share']:.1%} "
+                 f"({result['n']} samples)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_over_epochs(rows, path):
+    """FD and the smallest digit share over the epochs of a run (--eval-every)."""
+    from .pictures import pyplot
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [r["epoch"] for r in rows]
+    a.plot(epochs, [r["FD"] for r in rows], marker="o")
+    a.set(xlabel="epoch", ylabel="FD (lower is better)", title="Frechet distance of classifier features")
+    b.plot(epochs, [100 * r["smallest_share"] for r in rows], marker="o", color="tab:orange")
+    b.axhline(10, color="grey", linewidth=0.8, linestyle="--")
+    b.set(xlabel="epoch", ylabel="% of samples", title="smallest digit share (10 % = no collapse)", ylim=(0, None))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_json(result, path):
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)
