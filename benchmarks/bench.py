@@ -6,16 +6,22 @@ For each script it alternates two child processes on the same data and machine:
       mechanics (.item() every iteration, G's graph built in the D step, D's gradients computed
       in the G step, the default Adam);
   (b) project: the script itself (`python X.py ...`).
-Both use the same networks from the scripts. Each prints one line per epoch; the first epoch
-(warm-up, caches) is dropped and the median of the rest is reported. Per-epoch time covers the
-training loop only, not the pictures written after each epoch (either side).
+Both use the same networks from the scripts. Two figures per side:
+
+  whole command  what a user waits for: each child runs twice, for E and 2E epochs, and
+                 (wall time of the 2E run - wall time of the E run) / E is its time per epoch,
+                 start-up cancelled, every output included (the script's grids, checkpoints and
+                 pictures; the tutorial's own outputs: the lesson's sample grid per epoch, the
+                 DCGAN tutorial's grid every 500 iterations and its figures at the end, the
+                 course's image grids every display step)
+  loop only      the per-epoch lines' median, the first epoch (warm-up, caches) dropped
 
 A second table sets the project against the limits: the FLOPs one image costs in the script's
 loop (counted with FlopCounterMode), the float32 rate this device reaches on one large product,
 and so the fastest an epoch of that arithmetic could be.
 
     python benchmarks/bench.py                                   # all three, on the CPU
-    python benchmarks/bench.py --scripts gan_mnist --repeats 3 --epochs 4
+    python benchmarks/bench.py --scripts gan_mnist --repeats 3 --epochs 4   # E = 4: runs of 4 and 8 epochs
 """
 import argparse
 import contextlib
@@ -85,6 +91,13 @@ def tutorial_gan_mnist(args, device):
         g_optimizer.step()
         return g_loss, fake_images
 
+    from torchvision.utils import save_image
+    sample_vectors = torch.randn(100, 64, device=device)
+
+    def save_samples(index, latent_tensors):  # the lesson's save_samples(..., show=False)
+        fake_images = G(latent_tensors).reshape(-1, 1, 28, 28)
+        save_image((fake_images + 1) / 2, os.path.join(args.outdir, f"fake_images-{index:04d}.png"), nrow=10)
+
     d_losses, g_losses, real_scores, fake_scores = [], [], [], []
     for epoch in range(args.epochs):
         t0 = time.time()
@@ -99,6 +112,7 @@ def tutorial_gan_mnist(args, device):
                 fake_scores.append(fake_score.mean().item())
         sync(device)
         epoch_done(epoch, args.epochs, time.time() - t0, len(mnist))
+        save_samples(epoch + 1, sample_vectors)
 
 
 def tutorial_dcgan_mnist(args, device):
@@ -107,6 +121,7 @@ def tutorial_dcgan_mnist(args, device):
     import torchvision.transforms as T
     from torch.utils.data import DataLoader
     from torchvision.datasets import MNIST
+    from torchvision.utils import make_grid
     import dcgan_mnist
     criterion = nn.BCEWithLogitsLoss()
     z_dim, display_step, batch_size, lr = 64, 500, 128, 0.0002
@@ -144,6 +159,9 @@ def tutorial_dcgan_mnist(args, device):
             gen_opt.step()
             mean_generator_loss += gen_loss.item() / display_step
             if cur_step % display_step == 0 and cur_step > 0:
+                for images in (fake, real):  # the course's show_tensor_images(fake), (real): a grid each
+                    image_grid = make_grid(((images.detach().cpu() + 1) / 2)[:25], nrow=5)
+                    image_grid.permute(1, 2, 0).squeeze()
                 mean_generator_loss = mean_discriminator_loss = 0
             cur_step += 1
         sync(device)
@@ -169,7 +187,13 @@ def tutorial_dcgan_celeba(args, device):
     real_label, fake_label = 1., 0.
     optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
     optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
-    G_losses, D_losses = [], []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torchvision.utils as vutils
+    fixed_noise = torch.randn(64, nz, 1, 1, device=device)
+    img_list, G_losses, D_losses, iters = [], [], [], 0
     for epoch in range(args.epochs):
         t0 = time.time()
         for i, data in enumerate(dataloader, 0):
@@ -199,8 +223,27 @@ def tutorial_dcgan_celeba(args, device):
             optimizerG.step()
             G_losses.append(errG.item())
             D_losses.append(errD.item())
+            if (iters % 500 == 0) or ((epoch == args.epochs - 1) and (i == len(dataloader) - 1)):
+                with torch.no_grad():
+                    fake = netG(fixed_noise).detach().cpu()
+                img_list.append(vutils.make_grid(fake, padding=2, normalize=True))
+            iters += 1
         sync(device)
         epoch_done(epoch, args.epochs, time.time() - t0, len(dataset))
+    # the tutorial's figures at the end: the losses, and real beside fake images
+    plt.figure(figsize=(10, 5))
+    plt.plot(G_losses, label="G")
+    plt.plot(D_losses, label="D")
+    plt.legend()
+    plt.savefig(os.path.join(args.outdir, "losses.png"))
+    real_batch = next(iter(dataloader))
+    plt.figure(figsize=(15, 15))
+    plt.subplot(1, 2, 1)
+    plt.imshow(np.transpose(vutils.make_grid(real_batch[0][:64], padding=5, normalize=True).cpu(), (1, 2, 0)))
+    plt.subplot(1, 2, 2)
+    plt.imshow(np.transpose(img_list[-1], (1, 2, 0)))
+    plt.savefig(os.path.join(args.outdir, "real_vs_fake.png"))
+    plt.close("all")
 
 
 def sync(device):
@@ -222,15 +265,17 @@ TUTORIALS = {"gan_mnist": tutorial_gan_mnist, "dcgan_mnist": tutorial_dcgan_mnis
 # ---------------------------------------------------------------------------------------------
 
 def child(cmd):
-    """Run cmd; return (per-epoch seconds, peak RSS in MiB)."""
+    """Run cmd; return (per-epoch seconds, peak RSS in MiB, wall seconds of the whole command)."""
+    t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = p.stdout.read()
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         sys.exit(f"benchmark child failed ({' '.join(cmd)}):\n{out[-3000:]}")
+    wall = time.perf_counter() - t0
     seconds = [float(s) for s in re.findall(r"^epoch \d+/\d+ done in ([\d.]+) s", out, re.M)]
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, wall
 
 
 def make_faces(folder, n):
@@ -291,13 +336,16 @@ def main():
                    help="MNIST root (holds MNIST/raw/)")
     p.add_argument("--celeba", default=None, help="ImageFolder root (default: synthetic faces)")
     p.add_argument("--faces", type=int, default=512, help="how many synthetic faces to make")
-    p.add_argument("--epochs", type=int, default=3, help="epochs per child (the first is dropped)")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="E: each side runs E and 2E epochs (whole command: the difference; loop: the 2E run's "
+                        "epochs, the first dropped)")
     p.add_argument("--repeats", type=int, default=2, help="alternations of (a) and (b)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--flags", action="append", default=[],
                    help="also time the scripts with these extra flags, e.g. --flags=--channels-last "
                         "(give it again for more variants)")
     p.add_argument("--tutorial", choices=list(TUTORIALS), help=argparse.SUPPRESS)  # child mode
+    p.add_argument("--outdir", help=argparse.SUPPRESS)  # the tutorial child's outputs
     args = p.parse_args()
     if args.celeba is None:
         args.celeba = os.path.join(tempfile.gettempdir(), f"bench_faces_{args.faces}")
@@ -318,38 +366,48 @@ def main():
         for rep in range(args.repeats):
             for script in args.scripts:
                 data = ["--dataroot", args.celeba if script == "dcgan_celeba" else args.mnist]
-                def project(outdir, *flags):
-                    return [sys.executable, f"{script}.py", *data, "--epochs", str(args.epochs), "--outdir",
+
+                def project(epochs, outdir, *flags):
+                    return [sys.executable, f"{script}.py", *data, "--epochs", str(epochs), "--outdir",
                             os.path.join(tmp, outdir), "--device", args.device, "--checkpoint-every", "1000000",
-                            *flags]
-                runs = {"tutorial": [sys.executable, __file__, "--tutorial", script, "--epochs", str(args.epochs),
-                                     "--mnist", args.mnist, "--celeba", args.celeba, "--device", args.device],
-                        "project": project(f"{script}{rep}")}
+                            "--overwrite", *flags]
+
+                def tutorial(epochs, outdir):
+                    os.makedirs(os.path.join(tmp, outdir), exist_ok=True)
+                    return [sys.executable, __file__, "--tutorial", script, "--epochs", str(epochs), "--mnist",
+                            args.mnist, "--celeba", args.celeba, "--device", args.device, "--outdir",
+                            os.path.join(tmp, outdir)]
+                sides = {"tutorial": lambda e: tutorial(e, f"t_{script}"),
+                         "project": lambda e: project(e, f"p_{script}")}
                 for k, flags in enumerate(args.flags):
-                    runs[f"project {flags}"] = project(f"{script}{rep}f{k}", *flags.split())
-                for side, cmd in runs.items():
-                    seconds, rss = child(cmd)
-                    r = results.setdefault((script, side), {"epoch_s": [], "rss": 0})
+                    sides[f"project {flags}"] = lambda e, k=k, flags=flags: project(e, f"p_{script}_{k}", *flags.split())
+                for side, command in sides.items():
+                    # the same command for E and for 2E epochs: the difference is E epochs of the whole
+                    # command as a user waits for it, start-up cancelled, every output included
+                    _, rss1, wall1 = child(command(args.epochs))
+                    seconds, rss2, wall2 = child(command(2 * args.epochs))
+                    r = results.setdefault((script, side), {"epoch_s": [], "whole_s": [], "rss": 0})
                     r["epoch_s"] += seconds[1:]
-                    r["rss"] = max(r["rss"], rss)
-                    print(f"  {script:13s} {side:8s} rep {rep}: epochs {['%.2f' % s for s in seconds]} s, "
-                          f"peak RSS {rss:.0f} MiB", flush=True)
+                    r["whole_s"].append((wall2 - wall1) / args.epochs)
+                    r["rss"] = max(r["rss"], rss1, rss2)
+                    print(f"  {script:13s} {side:8s} rep {rep}: whole command {wall1:.1f} s ({args.epochs} epochs), "
+                          f"{wall2:.1f} s ({2 * args.epochs}); loop epochs {['%.2f' % x for x in seconds]} s, "
+                          f"peak RSS {max(rss1, rss2):.0f} MiB", flush=True)
     n = {"gan_mnist": count_mnist(args.mnist),
          "dcgan_celeba": sum(f.endswith((".jpg", ".png")) for _, _, fs in os.walk(args.celeba) for f in fs)}
     n["dcgan_mnist"] = n["gan_mnist"]
     print()
-    print("| script | images/epoch | tutorial s/epoch | project s/epoch | tutorial img/s | project img/s "
-          "| speed-up | peak RSS tutorial / project |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| script | images/epoch | whole command s/epoch: tutorial | project | speed-up "
+          "| loop only s/epoch: tutorial | project | speed-up | peak RSS tutorial / project |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for script in args.scripts:
         t = results[(script, "tutorial")]
-        ts = statistics.median(t["epoch_s"])
-        images = n[script]
+        tw, ts = statistics.median(t["whole_s"]), statistics.median(t["epoch_s"])
         for side in [s for (sc, s) in results if sc == script and s != "tutorial"]:
             q = results[(script, side)]
-            qs = statistics.median(q["epoch_s"])
+            qw, qs = statistics.median(q["whole_s"]), statistics.median(q["epoch_s"])
             name = script + (f" {side[len('project '):]}" if side != "project" else "")
-            print(f"| {name} | {images} | {ts:.2f} | {qs:.2f} | {images / ts:.0f} | {images / qs:.0f} | "
+            print(f"| {name} | {n[script]} | {tw:.2f} | {qw:.2f} | {tw / qw:.2f}x | {ts:.2f} | {qs:.2f} | "
                   f"{ts / qs:.2f}x | {t['rss']:.0f} / {q['rss']:.0f} MiB |")
 
     # Against the limits: the arithmetic one epoch needs, and how fast this device multiplies matrices
