@@ -13,9 +13,9 @@ tells it. Not a trainer: the loop, the models and every backward() / step() stay
 What lands in --outdir, and when:
   samples/epoch_NNNN.png, checkpoint.pt   after every epoch (checkpoint.pt also every
                                           --checkpoint-every iterations, and on a stop)
-  history.csv, losses.png, scores.png,    the derived pictures: redrawn at most every DRAW_EVERY
-  progress.gif, real_vs_fake.png          seconds (so at most about that stale), and always when
-                                          the run ends, stops or diverges
+  history.csv, losses.png, scores.png,    the derived pictures: after the first epoch, then at
+  progress.gif, real_vs_fake.png,         most every DRAW_EVERY seconds (so at most about that
+  quality.csv, quality.png                stale), and always when the run ends, stops or diverges
 """
 import collections
 import gc
@@ -68,14 +68,14 @@ class Run:
         self.epoch = self.batch = self.iterations = 0
         self.stop_signal, self.lock, self.ckpt, self.bar, self.fake = None, None, None, None, None
         self.finished, self.closed, self.gif_frames = False, False, pictures.GifFrames()
-        self.draw_seconds = 0.0
+        self.draw_seconds = self.draw_total = 0.0  # the latest drawing of the pictures; all of them
+        self.old_handlers = None  # the SIGINT / SIGTERM handlers before start()
         self.eval_every, self.quality_rows, self.reference = getattr(args, "eval_every", None), [], None
         if getattr(args, "interpolate", False) and not args.generate:
             raise UserError("--interpolate walks through the latent space of --generate's images; add "
                             "--generate N, or leave out --interpolate.")
         reuse = args.resume or args.generate or getattr(args, "evaluate", None)
-        self.export_only = getattr(args, "export_real", None)
-        self.claim_outdir(overwrite=args.overwrite, reuse=reuse or self.export_only)
+        self.claim_outdir(overwrite=args.overwrite, reuse=reuse or getattr(args, "export_real", None))
         if reuse:
             self.checkpoint()  # before any data is loaded: a missing or foreign checkpoint is said at once
 
@@ -100,17 +100,18 @@ class Run:
             self.release()
             raise UserError(f"{outdir} already holds a run (checkpoint.pt); continue it with --resume, "
                             f"start over with --overwrite, or choose another --outdir.")
-        if overwrite and not reuse and self.rank == 0:
-            for name in os.listdir(os.path.join(outdir, "samples")):
-                if name.startswith("epoch_"):
-                    os.remove(os.path.join(outdir, "samples", name))
+        if overwrite and not reuse and self.rank == 0:  # what the new run might not write again
+            old = [os.path.join("samples", f) for f in os.listdir(os.path.join(outdir, "samples")) if f.startswith("epoch_")]
+            for name in old + ["quality.csv", "quality.png", "quality.json"]:
+                if os.path.exists(os.path.join(outdir, name)):
+                    os.remove(os.path.join(outdir, name))
 
     def release(self):
         """Give --outdir back (the lock also dies with the process) and the signals to their owners."""
         if self.lock is not None:
             self.lock.close()
             self.lock = None
-        if getattr(self, "old_handlers", None):
+        if self.old_handlers:
             signal.signal(signal.SIGINT, self.old_handlers[0])
             signal.signal(signal.SIGTERM, self.old_handlers[1])
             self.old_handlers = None
@@ -230,7 +231,7 @@ class Run:
             return
         self.loop_started = self.drawn_at = time.monotonic()
         self.batches_done = 0
-        self.pace_marks = collections.deque([(self.loop_started, 0)])  # (time, batches done) at epoch ends
+        self.pace_marks = collections.deque([(self.loop_started, 0, self.draw_total)])  # (time, batches done, drawing s)
         for epoch in range(self.epoch0, self.epochs_total):
             start = self.batch0 if epoch == self.epoch0 else 0
             dataloader.set_epoch(epoch, start)
@@ -279,10 +280,10 @@ class Run:
             self.log(f"epoch {self.epoch + 1} quality: {quality.line(row)}")
         self.save(self.epoch + 1, 0)
         self.batch = 0
-        if time.monotonic() - self.drawn_at >= DRAW_EVERY:
-            self.draw()
+        if time.monotonic() - self.drawn_at >= DRAW_EVERY or self.epoch == self.epoch0:
+            self.draw()  # (also after the first epoch: the pictures appear early, and the ETA learns their cost)
         self.bar.close()
-        self.pace_marks.append((time.monotonic(), self.batches_done))
+        self.pace_marks.append((time.monotonic(), self.batches_done, self.draw_total))
         images = min((self.batches - self.bar_start()) * self.batch_size, self.n_images)
         self.log(f"epoch {self.epoch + 1}/{self.epochs_total} done in {seconds:.2f} s "
                  f"({images / max(seconds, 1e-9):.0f} img/s); run ETA {clock(self.eta(epoch_done=True))}")
@@ -385,6 +386,7 @@ class Run:
                                os.path.join(out, "quality.csv"))
             quality.plot_over_epochs(self.quality_rows, os.path.join(out, "quality.png"))
         self.draw_seconds = time.monotonic() - self.drawn_at
+        self.draw_total += self.draw_seconds
         self.drawn_at = time.monotonic()
 
     def sample_path(self, epoch):
@@ -402,15 +404,17 @@ class Run:
         return self.batch0 if self.epoch == self.epoch0 else 0
 
     def eta(self, epoch_done=False):
-        """Seconds the run still needs: the batches left at the pace of the last PACE_WINDOW seconds,
-        which counts the epoch-end work and the pictures too, plus one last drawing of them."""
+        """Seconds the run still needs: the batches left at the pace of the last PACE_WINDOW seconds
+        (training and the work after each epoch), plus the drawings of the pictures still to come:
+        one every DRAW_EVERY seconds and a last one, each as long as the latest was."""
         now = time.monotonic()
         while len(self.pace_marks) > 1 and now - self.pace_marks[1][0] >= PACE_WINDOW:
             self.pace_marks.popleft()
-        since, batches = self.pace_marks[0]
-        pace = (now - since) / max(self.batches_done - batches, 1)
+        since, batches, drawn = self.pace_marks[0]
+        pace = (now - since - (self.draw_total - drawn)) / max(self.batches_done - batches, 1)
         left = (self.epochs_total - self.epoch - 1) * self.batches + (0 if epoch_done else self.batches - self.batch)
-        return left * pace + self.draw_seconds
+        drawing = min(self.draw_seconds / DRAW_EVERY, 0.5)  # the share of the time that goes to drawing
+        return left * pace / (1 - drawing) + self.draw_seconds
 
     # -----------------------------------------------------------------------------------------
     # Ctrl-C and SIGTERM: finish the iteration, save, and say how to continue

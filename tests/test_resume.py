@@ -165,13 +165,21 @@ def test_checkpoint_holds_only_plain_data_and_loads_with_weights_only(runs):
 
 
 def test_checkpoints_of_earlier_versions_still_resume(tmp_path, mnist_root):
-    """Before the speed and DDP flags, checkpoints had no such settings and one RNG dict."""
-    args = ["--dataroot", mnist_root, "--batch-size", "16", "--outdir", tmp_path]
-    assert call("gan_mnist", *args, "--epochs", 1) == 0
-    ckpt = load(tmp_path)
+    """Before the speed and DDP flags, checkpoints had no such settings and one RNG dict; before the
+    run record, the history was lists and there was no script name, image shape or quality rows."""
+    args = ["--dataroot", mnist_root, "--batch-size", "16"]
+    assert call("gan_mnist", *args, "--epochs", 1, "--outdir", tmp_path / "old") == 0
+    ckpt = load(tmp_path / "old")
     for key in ("amp", "channels_last", "compile", "processes"):
         del ckpt["settings"][key]
     ckpt["rng"] = ckpt["rng"][0]
-    torch.save(ckpt, os.path.join(tmp_path, "checkpoint.pt"))
-    assert call("gan_mnist", *args, "--epochs", 2, "--resume") == 0
-    assert load(tmp_path)["epoch"] == 2
+    ckpt["history"] = {k: v.tolist() for k, v in ckpt["history"].items()}
+    for key in ("script", "image_shape", "quality"):
+        del ckpt[key]
+    torch.save(ckpt, os.path.join(tmp_path / "old", "checkpoint.pt"))
+    assert call("gan_mnist", *args, "--epochs", 2, "--outdir", tmp_path / "old", "--resume") == 0
+    assert call("gan_mnist", *args, "--epochs", 2, "--outdir", tmp_path / "straight") == 0
+    resumed, straight = load(tmp_path / "old"), load(tmp_path / "straight")
+    for key in ("netG", "netD", "optimizerG", "optimizerD", "history", "fixed_noise"):
+        assert_same(resumed[key], straight[key], key)
+    assert resumed["epoch"] == 2
