@@ -168,7 +168,7 @@ def plot_shares(result, path, title):
     ax.set(xticks=range(10), xlabel="digit, as the reference classifier reads the samples", ylabel="% of samples",
            title=f"{title}: FD {result['FD']:.2f}, smallest share {result['smallest_share']:.1%} "
                  f"({result['n']} samples)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
