@@ -19,7 +19,6 @@ import hashlib
 import math
 import os
 
-import numpy as np
 import torch
 import torchvision.datasets as dset
 import torchvision.transforms as transforms
@@ -120,14 +119,12 @@ class DataLoader:
             return self.to_device(self.images[order.to(self.images.device)]).float().cpu().contiguous()
         return torch.stack([self.dataset[i][0] for i in order.tolist()])
 
-
     def uint8_images(self):
         """Every image after the per-image transform, as uint8 on the CPU, in file order, and the labels."""
         if self.images is not None:
             return self.images.cpu(), self.labels.cpu()
         images, labels, _ = decode(self.dataset.dataset, self.per_image, self.num_workers, cache_dirs=())
         return images, labels
-
 
     def export(self, n, folder):
         """N training images exactly as the training sees them (after the per-image transform, from
