@@ -243,13 +243,13 @@ def folder_files(dataset):
 def cache_name(per_image, files, stats):
     """image_cache_<size>px_<key>.pt: the key covers the files, their sizes and times, and the
     per-image transform (for the tutorial's Resize(s) + CenterCrop(s): the size s, as before)."""
-    sizes = [t.size for t in per_image]
-    standard = len(per_image) == 2 and isinstance(per_image[0], transforms.Resize) and \
-        isinstance(sizes[0], int) and sizes[1] in ([sizes[0]] * 2, (sizes[0],) * 2, sizes[0])
-    head = "v1\n%d\n" % sizes[0] if standard else "v2\n%s\n" % "; ".join(map(repr, per_image))
+    size = per_image[0].size if per_image and isinstance(per_image[0], transforms.Resize) else None
+    standard = (isinstance(size, int) and len(per_image) == 2 and
+                tuple(per_image[1].size) == (size, size))  # Resize(s), CenterCrop(s)
+    head = "v1\n%d\n" % size if standard else "v2\n%s\n" % "; ".join(map(repr, per_image))
     key = hashlib.sha256((head + "\n".join(f"{f}\t{s.st_size}\t{s.st_mtime_ns}"
                                            for f, s in zip(files, stats))).encode()).hexdigest()[:16]
-    return f"image_cache_{sizes[0] if standard else 'custom'}px_{key}.pt"
+    return f"image_cache_{size if standard else 'custom'}px_{key}.pt"
 
 
 def labels_without(dataset, files, bad):
@@ -265,7 +265,7 @@ def data_id(dataset, images=None):
         return "images-" + hashlib.sha256("\n".join(
             f"{f}\t{s.st_size}" for f, s in zip(files, stats)).encode()).hexdigest()[:16]
     if isinstance(dataset, dset.MNIST):
-        images = dataset.data.unsqueeze(1).contiguous()
+        images = dataset.data.unsqueeze(1).contiguous() if images is None else images
         return "mnist-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
     if images is None:
         images = decode_each(dataset, [], 0)[0]

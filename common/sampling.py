@@ -37,12 +37,11 @@ def generate(netG, noise_shape, image_shape, n, seed, folder, interpolate=False)
         pending = []
         for start, z in noise_batches(n, noise_shape, seed, device):
             images = pictures.to_pixels(netG(z).reshape(-1, *image_shape))
-            if len(grid) * BATCH < GRID_MAX:
+            if start < GRID_MAX:
                 grid.append(images[:GRID_MAX - start])
-            pending = [f for f in pending if not f.done()]
-            while len(pending) > 4:  # keep at most a few batches in memory
-                pending.pop(0).result()
             pending.append(writers.submit(save_pngs, images, os.path.join(folder, "images"), start))
+            if len(pending) > 4:  # at most a few batches in memory: wait for the oldest
+                pending.pop(0).result()
             bar.update(len(images))
         for f in pending:
             f.result()
