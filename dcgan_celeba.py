@@ -9,7 +9,10 @@ device between log lines, and common.Run saves, draws and resumes the run bit fo
     python dcgan_celeba.py --dataroot data/celeba            # data/celeba/img_align_celeba/*.jpg
     python dcgan_celeba.py --fake-data --epochs 1            # a smoke run with no dataset
 """
-import argparse
+import signal
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads: stop at once, no traceback
+
+import argparse  # noqa: E402 (the line above must come first)
 
 import torch
 import torch.nn as nn
@@ -24,9 +27,10 @@ nc = 3
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_common_args(parser, dataroot="data/celeba", epochs=5, batch_size=128, workers=2, seed=999)
+    parser = common.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common.add_common_args(parser, script="dcgan_celeba", dataroot="data/celeba", epochs=5, batch_size=128,
+                           workers=2, seed=999)
     parser.add_argument("--image-size", type=common.positive_int, default=64,
                         help="spatial size of training images (the tutorial's nets make 64x64 only)")
     parser.add_argument("--nz", type=common.positive_int, default=100, help="size of z latent vector")
@@ -34,9 +38,10 @@ def parse_args(argv=None):
     parser.add_argument("--ndf", type=common.positive_int, default=64, help="size of feature maps in discriminator")
     parser.add_argument("--lr", type=common.positive_float, default=0.0002, help="learning rate for optimizers")
     parser.add_argument("--beta1", type=common.beta, default=0.5, help="beta1 hyperparameter for Adam optimizers")
-    parser.add_argument("--ngpu", type=common.nonnegative_int, default=1,
+    # (--ngpu itself is not math: how many GPUs DataParallel then splits each batch over is, and Run checks that)
+    parser.add_argument("--ngpu", type=common.nonnegative_int, default=1, changes_math=False,
                         help="number of GPUs available; 0 trains on the CPU, >1 uses nn.DataParallel")
-    parser.add_argument("--export-real", type=common.positive_int, metavar="N",
+    parser.add_argument("--export-real", type=common.positive_int, metavar="N", changes_math=False,
                         help="train nothing: write N training images as the training sees them (64x64 PNG) "
                              "into <outdir>/real/, the real side of an FID against --generate N")
     args = parser.parse_args(argv)
@@ -46,7 +51,7 @@ def parse_args(argv=None):
     return args
 
 
-def load_data(args, device, outdir):
+def load_data(args, device):
     """The tutorial's dataset and dataloader; --fake-data: random images through the same transform."""
     image_size = args.image_size
     if not args.fake_data:
@@ -64,11 +69,9 @@ def load_data(args, device, outdir):
         dataset = dset.FakeData(args.fake_data, (nc, image_size, image_size), transform=transforms.Compose([
             transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
     # Create the dataloader: the images decoded once (cached beside them) and batched on the device
-    dataloader = common.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                                   device=device, seed=args.seed, cache_dirs=[args.dataroot, outdir],
-                                   stream=args.stream, channels_last=args.channels_last)
-    print(f"{dataloader.n} training images, {len(dataloader)} batches per epoch")
-    return dataloader
+    return common.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                             device=device, seed=args.seed, cache_dirs=[args.dataroot, args.outdir],
+                             stream=args.stream, channels_last=args.channels_last)
 
 
 # Generator Code
@@ -161,25 +164,20 @@ def create_models(args, device, world_size):
 
 def main(argv=None):
     args = parse_args(argv)
-    # Under torchrun: one process per device, DistributedDataParallel (rank 0 writes the outputs)
-    rank, world_size = common.init_distributed()
-    # The run's folder (one run at a time), settings, history, checkpoints and pictures
-    run = common.Run("dcgan_celeba", args, losses=["loss_d", "loss_g"], scores=["D_x", "D_G_z1", "D_G_z2"],
-                     real_grid="training_images.png")
     # Decide which device we want to run on (--ngpu 0 forces the CPU, as in the tutorial)
     device = common.pick_device(args.device, args.ngpu)
+    # Under torchrun: one process per device, DistributedDataParallel (rank 0 writes the outputs)
+    rank, world_size = common.init_distributed(device)
     print("Random Seed:", args.seed, "| device:", device, f"| {world_size} processes" if world_size > 1 else "")
     # Each process its own noise; DDP gives every process rank 0's initial weights
     common.seed_everything(args.seed + rank, args.cudnn_benchmark)
 
-    if args.generate:  # train nothing: images from the generator of the run in --outdir
-        s = run.saved_settings()
-        return run.generate(Generator(0, s["nz"], s["ngf"]).to(device), (s["nz"], 1, 1), args.generate,
-                            args.seed, args.interpolate)
+    if args.generate:  # train nothing: N images from the generator of the run in --outdir
+        return common.generate("dcgan_celeba", args, lambda s: Generator(0, s["nz"], s["ngf"]), device)
 
-    dataloader = load_data(args, device, run.outdir)
-    if args.export_real:  # train nothing: real images for an FID against --generate N (see README)
-        return dataloader.export(args.export_real, f"{run.outdir}/real")
+    dataloader = load_data(args, device)
+    if args.export_real:  # train nothing: N training images, for an FID against --generate N (see README)
+        return common.export_real(dataloader, args.export_real, args.outdir)
 
     netG, netD = create_models(args, device, world_size)
 
@@ -198,13 +196,16 @@ def main(argv=None):
     optimizerD = optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999), fused=True)
     optimizerG = optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999), fused=True)
 
-    # A new run writes the training images and epoch 0; --resume restores everything saved
-    fixed_noise = run.start(netG, netD, optimizerG, optimizerD, fixed_noise, dataloader)
+    # The run's record: --outdir (one run at a time), checkpoints, history and pictures. A new run
+    # writes the training images and epoch 0; --resume restores everything saved, fixed_noise too
+    run = common.Run("dcgan_celeba", args, netG, netD, optimizerG, optimizerD, fixed_noise, dataloader,
+                     losses=["loss_d", "loss_g"], scores=["D_x", "D_G_z1", "D_G_z2"], real_grid="training_images.png")
+    fixed_noise = run.fixed_noise
 
     # Training Loop
     print("Starting Training Loop...")
     # For each epoch (from the saved one on --resume)
-    for epoch in run.epochs(dataloader):
+    for epoch in run.epochs():
         # For each batch in the dataloader (a resumed epoch starts where it stopped)
         for i, data in enumerate(dataloader, dataloader.start):
             ############################

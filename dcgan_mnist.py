@@ -11,7 +11,10 @@ saves, draws and resumes the run bit for bit.
     python dcgan_mnist.py                            # MNIST is downloaded into --dataroot
     python dcgan_mnist.py --fake-data --epochs 1     # a smoke run with no dataset
 """
-import argparse
+import signal
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads: stop at once, no traceback
+
+import argparse  # noqa: E402 (the line above must come first)
 
 import torch
 import torch.nn as nn
@@ -24,9 +27,10 @@ display_step = 500  # print the mean losses every this many steps
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_common_args(parser, dataroot="data", epochs=50, batch_size=128, workers=0, seed=0, mnist=True)
+    parser = common.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common.add_common_args(parser, script="dcgan_mnist", dataroot="data", epochs=50, batch_size=128, workers=0,
+                           seed=0, mnist=True)
     parser.add_argument("--z-dim", type=common.positive_int, default=64, help="dimension of the noise vector")
     parser.add_argument("--hidden-dim", type=common.positive_int, default=64, help="generator width (hidden_dim)")
     parser.add_argument("--disc-hidden-dim", type=common.positive_int, default=16, help="discriminator width")
@@ -114,17 +118,14 @@ def weights_init(m):
 
 def main(argv=None):
     args = parse_args(argv)
-    # The run's folder (one run at a time), settings, history, checkpoints and pictures
-    run = common.Run("dcgan_mnist", args, losses=["loss_d", "loss_g"], nrow=10)
     device = common.pick_device(args.device)
     print("Random Seed:", args.seed, "| device:", device)
     common.seed_everything(args.seed, args.cudnn_benchmark)
     z_dim, batch_size, lr = args.z_dim, args.batch_size, args.lr
 
-    if args.generate:  # train nothing: images from the generator of the run in --outdir
-        s = run.saved_settings()
-        return run.generate(Generator(s["z_dim"], hidden_dim=s["hidden_dim"]).to(device), (s["z_dim"],),
-                            args.generate, args.seed, args.interpolate)
+    if args.generate:  # train nothing: N images from the generator of the run in --outdir
+        return common.generate("dcgan_mnist", args, lambda s: Generator(s["z_dim"], hidden_dim=s["hidden_dim"]),
+                               device)
 
     criterion = nn.BCEWithLogitsLoss()
     # You can tranform the image values to be between -1 and 1 (the range of the tanh activation)
@@ -141,11 +142,9 @@ def main(argv=None):
     dataloader = common.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=args.workers,
                                    device=device, seed=args.seed, stream=args.stream,
                                    channels_last=args.channels_last)
-    print(f"{dataloader.n} training images, {len(dataloader)} batches per epoch")
     if args.evaluate:  # train nothing: FD and digit shares of the run in --outdir (common/quality.py)
-        s = run.saved_settings()
-        return run.evaluate(Generator(s["z_dim"], hidden_dim=s["hidden_dim"]).to(device), (s["z_dim"],),
-                            dataloader, args.evaluate, args.seed)
+        return common.evaluate("dcgan_mnist", args, lambda s: Generator(s["z_dim"], hidden_dim=s["hidden_dim"]),
+                               dataloader, device)
 
     gen = Generator(z_dim, hidden_dim=args.hidden_dim).to(device)
     gen_opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(args.beta1, args.beta2), fused=True)
@@ -161,10 +160,13 @@ def main(argv=None):
 
     # 100 fixed noise vectors, to watch the generator learn
     fixed_noise = get_noise(100, z_dim, device=device)
-    # A new run writes the real images and epoch 0; --resume restores everything saved
-    fixed_noise = run.start(gen, disc, gen_opt, disc_opt, fixed_noise, dataloader)
+    # The run's record: --outdir (one run at a time), checkpoints, history and pictures. A new run
+    # writes the real images and epoch 0; --resume restores everything saved, fixed_noise too
+    run = common.Run("dcgan_mnist", args, gen, disc, gen_opt, disc_opt, fixed_noise, dataloader,
+                     losses=["loss_d", "loss_g"], nrow=10)
+    fixed_noise = run.fixed_noise
 
-    for epoch in run.epochs(dataloader):  # from the saved epoch on --resume
+    for epoch in run.epochs():  # from the saved epoch on --resume
         # Dataloader returns the batches (a resumed epoch starts where it stopped)
         for i, (real, _) in enumerate(dataloader, dataloader.start):
             cur_batch_size = len(real)

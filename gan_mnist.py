@@ -11,7 +11,10 @@ saves, draws and resumes the run bit for bit.
     python gan_mnist.py --epochs 300                 # MNIST is downloaded into --dataroot
     python gan_mnist.py --fake-data --epochs 1       # a smoke run with no dataset
 """
-import argparse
+import signal
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads: stop at once, no traceback
+
+import argparse  # noqa: E402 (the line above must come first)
 
 import torch
 import torch.nn as nn
@@ -24,9 +27,10 @@ image_size = 784  # 28 x 28 pixels, flattened
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_common_args(parser, dataroot="data", epochs=300, batch_size=100, workers=0, seed=42, mnist=True)
+    parser = common.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common.add_common_args(parser, script="gan_mnist", dataroot="data", epochs=300, batch_size=100, workers=0,
+                           seed=42, mnist=True)
     parser.add_argument("--latent-size", type=common.positive_int, default=64, help="size of the noise vector")
     parser.add_argument("--hidden-size", type=common.positive_int, default=256, help="width of the hidden layers")
     parser.add_argument("--lr", type=common.positive_float, default=0.0002, help="Adam learning rate (both nets)")
@@ -57,17 +61,14 @@ def make_generator(latent_size=64, hidden_size=256):
 
 def main(argv=None):
     args = parse_args(argv)
-    # The run's folder (one run at a time), settings, history, checkpoints and pictures
-    run = common.Run("gan_mnist", args, losses=["loss_d", "loss_g"], scores=["D_x", "D_G_z"], nrow=10)
     device = common.pick_device(args.device)
     print("Random Seed:", args.seed, "| device:", device)
     common.seed_everything(args.seed, args.cudnn_benchmark)
     latent_size, batch_size = args.latent_size, args.batch_size
 
-    if args.generate:  # train nothing: images from the generator of the run in --outdir
-        s = run.saved_settings()
-        return run.generate(make_generator(s["latent_size"], s["hidden_size"]).to(device), (s["latent_size"],),
-                            args.generate, args.seed, args.interpolate)
+    if args.generate:  # train nothing: N images from the generator of the run in --outdir
+        return common.generate("gan_mnist", args, lambda s: make_generator(s["latent_size"], s["hidden_size"]),
+                               device)
 
     # MNIST training images, with pixel values normalised to [-1, 1]
     transform = T.Compose([T.ToTensor(), T.Normalize(mean=(0.5,), std=(0.5,))])
@@ -80,11 +81,9 @@ def main(argv=None):
     data_loader = common.DataLoader(mnist, batch_size, shuffle=True, num_workers=args.workers, device=device,
                                     seed=args.seed, stream=args.stream)
     total_step = len(data_loader)
-    print(f"{data_loader.n} training images, {total_step} batches per epoch")
     if args.evaluate:  # train nothing: FD and digit shares of the run in --outdir (common/quality.py)
-        s = run.saved_settings()
-        return run.evaluate(make_generator(s["latent_size"], s["hidden_size"]).to(device), (s["latent_size"],),
-                            data_loader, args.evaluate, args.seed)
+        return common.evaluate("gan_mnist", args, lambda s: make_generator(s["latent_size"], s["hidden_size"]),
+                               data_loader, device)
 
     D = make_discriminator(args.hidden_size).to(device)
     G = make_generator(latent_size, args.hidden_size).to(device)
@@ -101,8 +100,11 @@ def main(argv=None):
 
     # The same 100 latent vectors every epoch, to watch the generator learn
     sample_vectors = torch.randn(100, latent_size, device=device)
-    # A new run writes the real images and epoch 0; --resume restores everything saved
-    sample_vectors = run.start(G, D, g_optimizer, d_optimizer, sample_vectors, data_loader)
+    # The run's record: --outdir (one run at a time), checkpoints, history and pictures. A new run
+    # writes the real images and epoch 0; --resume restores everything saved, sample_vectors too
+    run = common.Run("gan_mnist", args, G, D, g_optimizer, d_optimizer, sample_vectors, data_loader,
+                     losses=["loss_d", "loss_g"], scores=["D_x", "D_G_z"], nrow=10)
+    sample_vectors = run.fixed_noise
 
     def train_discriminator(images):
         # Create the labels which are later on used as input for the BCE loss
@@ -147,7 +149,7 @@ def main(argv=None):
         g_optimizer.step()
         return g_loss, fake_images
 
-    for epoch in run.epochs(data_loader):  # from the saved epoch on --resume
+    for epoch in run.epochs():  # from the saved epoch on --resume
         for i, (images, _) in enumerate(data_loader, data_loader.start):  # a resumed epoch starts where it stopped
             # Load a batch & transform to vectors
             images = images.reshape(images.size(0), -1)

@@ -1,5 +1,6 @@
-"""Checkpoints: written so that a crash at any instant leaves a whole one, loaded safely
-(tensors and plain data only), refused when a resume would change the math."""
+"""Checkpoints: written so that a crash at any instant leaves a whole one, holding CPU tensors and
+plain data only (so torch.load(path, weights_only=True) reads them on any machine), and refused
+when a resume would change the math."""
 import os
 import random
 import shutil
@@ -9,13 +10,6 @@ import torch
 
 from .device import rank_and_world
 from .errors import Diverged, UserError, first_line
-
-# The network-size setting each script's checkpoints have, to name the script of a checkpoint
-# written before checkpoints recorded it.
-SCRIPT_OF_SETTING = {"nz": "dcgan_celeba", "latent_size": "gan_mnist", "z_dim": "dcgan_mnist"}
-
-# Settings that checkpoints of earlier versions lack, at the value that reproduces those versions.
-ADDED_LATER = {"amp": False, "channels_last": False, "compile": False, "processes": 1}
 
 
 def atomic_save(obj, path):
@@ -39,8 +33,20 @@ def atomic_save(obj, path):
         pass
 
 
+def to_cpu(obj):
+    """obj with every tensor in it copied to the CPU (a GPU's state dicts hold GPU tensors)."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def write_checkpoint(state, outdir):
     """Save checkpoint.pt (rank 0 only); the one it replaces stays as checkpoint.prev.pt."""
+    state = to_cpu(state)  # one copy from the device, then checked and written from the host
     for name in ("netG", "netD"):
         if not all(torch.isfinite(t).all() for t in state[name].values() if t.is_floating_point()):
             raise Diverged(f"training diverged: the weights of {name} became NaN or infinite by epoch "
@@ -80,8 +86,8 @@ def read_checkpoint(outdir):
     """Load checkpoint.pt safely (tensors and plain data only); fall back to the previous copy."""
     path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")
     if not os.path.exists(path):
-        raise UserError(f"there is no checkpoint.pt in {outdir}: train first (without --resume or "
-                        f"--generate), or point --outdir at a run's folder.")
+        raise UserError(f"there is no checkpoint.pt in {outdir}: train first (without --resume, --generate or "
+                        f"--evaluate), or point --outdir at a run's folder.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -111,20 +117,31 @@ def what_is_wrong(path, error):
 
 
 def check_script(ckpt, script, outdir):
-    """Refuse a checkpoint written by another of the scripts, naming it."""
-    made_by = ckpt.get("script") or next((s for k, s in SCRIPT_OF_SETTING.items() if k in ckpt.get("settings", {})),
-                                         None)
-    if made_by and made_by != script:
+    """Refuse a checkpoint written by another of the scripts, or by a version before checkpoints
+    said which script wrote them, naming what to do."""
+    made_by = ckpt.get("script")
+    if made_by is None:
+        raise UserError(f"{outdir}/checkpoint.pt was written by an earlier version of these scripts (one that did "
+                        f"not record its script, before 2026-11), which this version does not read; continue "
+                        f"it with that version, or start a new run with --overwrite.")
+    if made_by != script:
         raise UserError(f"this run was made by {made_by}.py; continue or sample it with {made_by}.py "
                         f"--outdir {outdir}, or give {script}.py another --outdir.")
     return ckpt
 
 
-def check_settings(old, new):
-    """Refuse to resume under settings that change what is computed."""
-    old = {**ADDED_LATER, **old}
-    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-               if old.get(k) != new.get(k)]
+def check_settings(old, new, defaults):
+    """Refuse to resume under settings that change what is computed. A setting the checkpoint does
+    not hold (a flag added since it was written) counts at its default."""
+    missing = object()
+    changed = []
+    for key, value in sorted(new.items()):
+        before = old.get(key, defaults.get(key, missing))
+        if before is missing:
+            changed.append(f"{key}: not recorded by this run (older than the setting) -> {value!r}")
+        elif before != value:
+            changed.append(f"{key}: {before!r} -> {value!r}" + ("" if key in old else " (the run is older than "
+                                                                  "this setting: it ran at its default)"))
     if changed:
         raise UserError("--resume refused: these settings differ from the checkpoint's and would change "
                         "the training (" + "; ".join(changed) + "); rerun with the old values, or start "
@@ -161,7 +178,6 @@ def rng_state():
 
 
 def set_rng_states(states):
-    states = [states] if isinstance(states, dict) else states  # one process, as earlier versions saved
     state = states[rank_and_world()[0]]
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():

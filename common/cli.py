@@ -1,9 +1,40 @@
-"""The flags every script has, with the checks argparse makes on each value."""
+"""The flags every script has, the checks argparse makes on each value, and the one rule a flag
+carries for --resume: whether it changes the math.
+
+A flag changes the math unless it is made with changes_math=False. --resume refuses a run whose
+math flags differ from its checkpoint's, naming each; a run folder from before a flag existed
+resumes at that flag's default only. So adding a flag to one script is one add_argument() call:
+
+    parser.add_argument("--loss", default="bce", ...)                        # changes the math
+    parser.add_argument("--tensorboard", action="store_true", changes_math=False, ...)
+"""
 import argparse
 import math
+import os
+
+from .errors import UserError
 
 # --seed is used by python's, numpy's and torch's generators: numpy's seed() takes 0 to 2**32 - 1.
 MAX_SEED = 2**32 - 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose add_argument() also takes changes_math (default True). The parsed
+    flags carry `math_defaults`: each flag that changes the math, with its default."""
+
+    def add_argument(self, *names, changes_math=True, **kwargs):
+        action = super().add_argument(*names, **kwargs)
+        action.changes_math = changes_math
+        return action
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if getattr(parsed, "interpolate", False) and not parsed.generate:  # the one rule between common flags
+            raise UserError("--interpolate walks through the latent space of --generate's images; add "
+                            "--generate N, or leave out --interpolate.")
+        parsed.math_defaults = {a.dest: a.default for a in self._actions
+                                if getattr(a, "changes_math", False) and hasattr(parsed, a.dest)}  # (not --help)
+        return parsed
 
 
 def positive_int(text):
@@ -48,22 +79,31 @@ def beta(text):
     return value
 
 
-def add_common_args(parser, *, dataroot, epochs, batch_size, workers, seed, mnist=False):
+def folder(text):
+    """A folder given on the command line: ~ is the home folder, as the shell would expand it
+    (it does not in --outdir=~/runs)."""
+    return os.path.expanduser(text)
+
+
+def add_common_args(parser, *, script, dataroot, epochs, batch_size, workers, seed, mnist=False):
     """The flags every script has; the defaults are each tutorial's own. mnist: also the flags of
     the sample-quality measure, which needs the reference digit classifier."""
-    a = parser.add_argument
-    a("--dataroot", default=dataroot, help="dataset folder")
-    a("--outdir", default=None, help="output folder (default: output/<script name>)")
+    def a(*names, changes_math=False, **kwargs):  # most of these only say where and how long
+        return parser.add_argument(*names, changes_math=changes_math, **kwargs)
+    a("--dataroot", type=folder, default=dataroot,
+      help="dataset folder (its contents are what a resume checks, not its path)")
+    a("--outdir", type=folder, default=os.path.join("output", script), help="output folder")
     a("--epochs", type=positive_int, default=epochs, help="number of training epochs")
-    a("--batch-size", type=positive_int, default=batch_size, help="images per batch")
+    a("--batch-size", type=positive_int, default=batch_size, changes_math=True, help="images per batch")
     a("--workers", type=nonnegative_int, default=workers,
       help="DataLoader worker processes (used to decode the dataset, and with --stream)")
-    a("--seed", type=seed_number, default=seed, help="random seed (with --generate: the seed of the noise)")
+    a("--seed", type=seed_number, default=seed, changes_math=True,
+      help="random seed (with --generate: the seed of the noise)")
     a("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
       help="where to train: auto picks cuda, then mps, then the cpu")
     a("--resume", action="store_true", help="continue the run in --outdir from its checkpoint.pt")
     a("--overwrite", action="store_true",
-      help="start a new run even if --outdir already holds one (its files are replaced)")
+      help="start a new run even if --outdir already holds one (the old run's files are deleted)")
     a("--checkpoint-every", type=positive_int, default=500,
       help="also save checkpoint.pt every this many iterations (besides every epoch end)")
     a("--generate", type=positive_int, metavar="N",
@@ -73,7 +113,7 @@ def add_common_args(parser, *, dataroot, epochs, batch_size, workers, seed, mnis
     a("--stream", action="store_true",
       help="read images from disk every epoch, as the tutorial does, instead of holding the "
            "decoded dataset in memory (for datasets too big for memory; same results)")
-    a("--fake-data", type=positive_int, nargs="?", const=1024, metavar="N",
+    a("--fake-data", type=positive_int, nargs="?", const=1024, metavar="N", changes_math=True,
       help="train on N random images (default 1024) instead of a dataset: a smoke run that "
            "needs no download")
     if mnist:
@@ -83,15 +123,11 @@ def add_common_args(parser, *, dataroot, epochs, batch_size, workers, seed, mnis
         a("--eval-every", type=positive_int, metavar="K",
           help="during training, measure the samples every K epochs (quality.csv, quality.png)")
     # Opt-in speed-ups that change the numerics (a little), so they are off by default:
-    a("--amp", action="store_true",
-      help="mixed precision: run the networks in bfloat16 autocast (losses stay in float32)")
-    a("--channels-last", action="store_true", help="channels-last memory format for the conv nets")
-    a("--compile", action="store_true", help="torch.compile the networks (slow first iterations)")
+    a("--amp", action="store_true", changes_math=True,
+      help="mixed precision: run the networks in bfloat16 autocast (D's last sigmoid and the losses "
+           "stay in float32)")
+    a("--channels-last", action="store_true", changes_math=True,
+      help="channels-last memory format for the conv nets")
+    a("--compile", action="store_true", changes_math=True, help="torch.compile the networks (slow first iterations)")
     a("--cudnn-benchmark", action="store_true",
       help="let cuDNN pick the fastest kernels on a GPU: faster, but no longer bit-reproducible")
-
-
-# Settings that do not change what is computed: a resumed run may change these freely.
-NOT_MATH = {"dataroot", "outdir", "epochs", "workers", "device", "ngpu", "resume", "overwrite",
-            "checkpoint_every", "generate", "interpolate", "stream", "cudnn_benchmark", "evaluate",
-            "eval_every", "export_real"}

@@ -5,12 +5,15 @@ tutorial's transform) and hands it to DataLoader, which it then iterates like to
 The transform is split where it stops being per-image work:
 
   Resize / CenterCrop   applied once per image, kept as uint8 (CelebA: cached in a file)
-  ToTensor / Normalize  applied to whole batches on the training device, bit for bit the same
+  ToTensor / Normalize  a table of what they make of each of the 256 byte values, made once on
+                        the CPU by the dataset's own ToTensor and Normalize and looked up for
+                        whole batches on the training device: bit for bit the same on any device
 
 Each epoch's order comes from (seed, epoch), so a resumed epoch can start at batch k with the
 same order; under torchrun every process takes its share of each batch. With stream=True the
 dataset itself is read every epoch (the tutorial's path: workers decode the files), through the
-same order and the same batches.
+same order and the same batches. A transform with other steps (a RandomHorizontalFlip, say) is
+read that way too, each image's random draws seeded by (seed, epoch, image), so that runs repeat.
 """
 import contextlib
 import copy
@@ -18,7 +21,9 @@ import glob
 import hashlib
 import math
 import os
+import random
 
+import numpy as np
 import torch
 import torchvision.datasets as dset
 import torchvision.transforms as transforms
@@ -26,6 +31,8 @@ import torchvision.transforms as transforms
 from .checkpoints import atomic_save
 from .device import rank_and_world, seed_worker
 from .errors import UserError, first_line
+from .outdir import claim, fresh_folder
+from .pictures import plural
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -50,18 +57,25 @@ class DataLoader:
         if batch_size % self.world:
             raise UserError(f"--batch-size {batch_size} is the batch of all {self.world} processes together "
                             f"and must divide evenly among them; use a multiple of {self.world}.")
-        self.per_image, to_tensor_normalize = split_transform(dataset.transform)
-        self.normalize = to_tensor_normalize[-1] if len(to_tensor_normalize) == 2 else None
-        self.dataset, self.images, self.labels = None, None, None
-        if stream:
-            self.dataset, self.id = Readable(dataset), data_id(dataset)
+        split = split_transform(dataset.transform)
+        if split is None:
+            print(f"notice: the dataset's transform ({', '.join(type(t).__name__ for t in steps_of(dataset.transform))}) "
+                  f"has steps that cannot be done once and kept, so every image is read and transformed every "
+                  f"epoch, as with --stream (slower).")
+        self.splittable = split is not None
+        self.per_image, self.to_tensor = split or ([], [])
+        self.dataset, self.images, self.labels, self.table = None, None, None, None
+        if stream or split is None:
+            self.dataset, self.id = Readable(dataset, seed if split is None else None), data_id(dataset)
             self.n = len(dataset)
         else:
             self.images, self.labels, self.id = decode(dataset, self.per_image, num_workers, cache_dirs)
             self.n = len(self.images)
             self.images = on_device(self.images, device)
             self.labels = self.labels.to(self.images.device)
+            self.table = pixel_table(self.to_tensor, self.images.shape[1]).to(self.images.device)
         self.epoch, self.start = 0, 0
+        print(f"{plural(self.n, 'training image')}, {plural(len(self), 'batch', 'batches')} per epoch")
 
     def __len__(self):
         """Batches per epoch; the last may be smaller. Under torchrun an incomplete last batch is
@@ -94,6 +108,7 @@ class DataLoader:
                 index = order[i * bs:(i + 1) * bs]
                 yield self.to_device(self.images[index]), self.labels[index]
         else:
+            self.dataset.epoch = self.epoch  # the workers get a copy of it: each epoch a new DataLoader
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=[order[i * bs:(i + 1) * bs].tolist() for i in range(self.start, nb)],
                 num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
@@ -102,12 +117,11 @@ class DataLoader:
                 yield self.to_device(images), labels
 
     def to_device(self, images):
-        """A batch onto the device; uint8 pixels through ToTensor + Normalize there, as one op each."""
+        """A batch onto the device; uint8 pixels through ToTensor + Normalize there, as one lookup."""
         images = images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
-            images = images.float().div(255)  # what ToTensor does to each uint8 image
-            if self.normalize is not None:
-                images = self.normalize(images)  # the dataset's own Normalize, on the whole batch
+            channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+            images = self.table[channel, images.long()]  # table[c, v]: what they make of value v in channel c
         if self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
@@ -117,6 +131,7 @@ class DataLoader:
         order = self.order(0)[:k]
         if self.images is not None:
             return self.to_device(self.images[order.to(self.images.device)]).float().cpu().contiguous()
+        self.dataset.epoch = 0
         return torch.stack([self.dataset[i][0] for i in order.tolist()])
 
     def uint8_images(self):
@@ -126,35 +141,57 @@ class DataLoader:
         images, labels, _ = decode(self.dataset.dataset, self.per_image, self.num_workers, cache_dirs=())
         return images, labels
 
-    def export(self, n, folder):
-        """N training images exactly as the training sees them (after the per-image transform, from
-        the decoded cache; PNG keeps every uint8 value) into folder, in epoch 0's order: the real
-        side of an FID against --generate N."""
-        from PIL import Image
-        images, _ = self.uint8_images()
-        order = self.order(0)[:n]
-        os.makedirs(folder, exist_ok=True)
+
+def export_real(dataloader, n, outdir):
+    """--export-real N: N training images exactly as the training sees them (after the per-image
+    transform, from the decoded cache; PNG keeps every uint8 value) into <outdir>/real/ (what was
+    there is replaced), in epoch 0's order: the real side of an FID against --generate N."""
+    if not dataloader.splittable:
+        raise UserError("--export-real writes the images as Resize and CenterCrop make them, and the dataset's "
+                        "transform has other steps; export with the tutorial's transform.")
+    from PIL import Image
+    with claim(outdir):
+        folder = fresh_folder(os.path.join(outdir, "real"))
+        images, _ = dataloader.uint8_images()
+        order = dataloader.order(0)[:n]
         for k, index in enumerate(order.tolist()):
             pixels = images[index].permute(1, 2, 0).numpy()
             Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(os.path.join(folder, f"{k:05d}.png"))
-        print(f"Wrote {len(order)} training images ({'x'.join(map(str, images.shape[1:]))}, as the training sees "
-              f"them) to {folder}/")
+        print(f"Wrote {len(order)} training images ({'x'.join(map(str, images.shape[1:]))}, as the training "
+              f"sees them) to {folder}/")
+
+
+def steps_of(transform):
+    return list(transform.transforms) if isinstance(transform, transforms.Compose) else [transform]
 
 
 def split_transform(transform):
     """Split the dataset's transform into the per-image part (Resize, CenterCrop) and ToTensor +
-    Normalize; refuse a transform this loader does not know how to apply to batches."""
-    steps = list(transform.transforms) if isinstance(transform, transforms.Compose) else [transform]
+    Normalize; None for a transform with other steps, which DataLoader then applies as it is."""
+    steps = steps_of(transform)
     kinds = [type(t) for t in steps]
+    if not {transforms.ToTensor, transforms.PILToTensor} & set(kinds):
+        raise UserError(f"the dataset's transform ({', '.join(k.__name__ for k in kinds)}) does not make tensors; "
+                        f"add transforms.ToTensor() (and Normalize) as the tutorial does.")
     known = [transforms.Resize, transforms.CenterCrop, transforms.ToTensor, transforms.Normalize]
     positions = [known.index(k) if k in known else -1 for k in kinds]
     if -1 in positions or positions != sorted(set(positions)) or transforms.ToTensor not in kinds:
-        raise UserError(
-            f"the dataset's transform ({', '.join(k.__name__ for k in kinds)}) is not one DataLoader can split: "
-            f"it takes Resize, CenterCrop, ToTensor, Normalize in that order (each optional but ToTensor); "
-            f"write the transform that way, or use torch.utils.data.DataLoader for other transforms.")
+        return None
     cut = kinds.index(transforms.ToTensor)
     return steps[:cut], steps[cut:]
+
+
+def pixel_table(to_tensor_normalize, channels):
+    """What the dataset's own ToTensor (+ Normalize) make of each byte value 0..255 in each channel,
+    computed once on the CPU: channels x 256 floats. Looking a batch up in it on a GPU gives the
+    very bits the CPU transform gives (dividing by 255 there would not: CUDA divides by a scalar
+    by multiplying with its reciprocal, which differs in the last bit for 126 of the 256 values)."""
+    from PIL import Image
+    values = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    image = Image.fromarray(values) if channels == 1 else Image.fromarray(np.stack([values] * channels, -1))
+    for step in to_tensor_normalize:
+        image = step(image)
+    return image[:, 0, :].contiguous()
 
 
 def decode(dataset, per_image, workers, cache_dirs):
@@ -210,12 +247,35 @@ class PerImage(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         try:
-            image, label = self.dataset[i]
+            with own_rng():
+                image, label = self.dataset[i]
             if image.dim() == 2:
                 image = image.unsqueeze(0)
             return image, label, True
         except Exception:  # PIL raises many kinds for damaged files
             return torch.zeros(0, dtype=torch.uint8), -1, False
+
+
+@contextlib.contextmanager
+def own_rng(seed=None):
+    """Around reading one item of a dataset: the training's random generators are left as they
+    were (torchvision's FakeData reseeds torch for each item, which would also reset the CUDA
+    generator the training draws its noise from). With a seed, the item's random transforms draw
+    from it, so that they come out the same whichever process reads the item, in whatever order."""
+    in_worker = torch.utils.data.get_worker_info() is not None  # a worker's generators are its own
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with contextlib.ExitStack() as stack:
+        if not in_worker:
+            stack.enter_context(torch.random.fork_rng(devices=cuda))
+        if seed is not None:
+            if not in_worker:
+                python, numpy = random.getstate(), np.random.get_state()
+                stack.callback(random.setstate, python)
+                stack.callback(np.random.set_state, numpy)
+            torch.default_generator.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+        yield
 
 
 def decode_each(dataset, per_image, workers, names=None):
@@ -291,17 +351,20 @@ def report_bad(bad):
 
 class Readable(torch.utils.data.Dataset):
     """The dataset as it is (for --stream), with a clear sentence for a file it cannot read; that
-    stops --stream, while the decoded cache skips such files with a warning."""
+    stops --stream, while the decoded cache skips such files with a warning. seed: draw the random
+    steps of image i in epoch e from (seed, e, i) (for transforms with random steps)."""
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, seed=None):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, i):
+        seed = None if self.seed is None else ((self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + i) % 2**63
         try:
-            return self.dataset[i]
+            with own_rng(seed):
+                return self.dataset[i]
         except Exception as e:  # PIL raises many kinds for damaged files
             path = self.dataset.samples[i][0] if hasattr(self.dataset, "samples") else f"item {i}"
             raise UserError(f"{path} cannot be read ({first_line(e) or type(e).__name__}); remove or replace it, "

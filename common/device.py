@@ -1,5 +1,5 @@
 """Seeding and deterministic mode, the device to train on, DistributedDataParallel, weight init,
-and the opt-in speed-ups (--amp, --channels-last, --compile)."""
+the opt-in speed-ups (--amp, --channels-last, --compile), and what the bits depend on."""
 import inspect
 import os
 import random
@@ -8,12 +8,22 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .errors import UserError
+
+# cuBLAS is deterministic with one of these workspace settings only (CUDA's and PyTorch's docs).
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+
 
 def seed_everything(seed, cudnn_benchmark=False):
     """Seed python, numpy and torch on every device, and allow only deterministic algorithms,
     so that the same command on the same machine gives the same bits."""
-    # cuBLAS needs a fixed workspace to be deterministic; it reads this when CUDA starts.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # cuBLAS reads its workspace setting once, at its first call in the process; PyTorch then
+    # refuses every matrix product in deterministic mode unless it is one of the two above.
+    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in DETERMINISTIC_CUBLAS:
+        if "CUBLAS_WORKSPACE_CONFIG" in os.environ and not cudnn_benchmark:
+            print(f"notice: CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']} does not make cuBLAS "
+                  f"deterministic; using {DETERMINISTIC_CUBLAS[0]} for this run.")
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS[0]
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds the CPU and every CUDA / MPS device
@@ -33,19 +43,23 @@ def seed_worker(worker_id):
 
 
 def pick_device(choice, ngpu=1):
-    """The torch.device to train on; a choice this machine lacks falls back with a notice."""
+    """The torch.device to train on, made the current device; a choice this machine lacks falls
+    back to the CPU with a notice. Under torchrun each process takes the GPU of its LOCAL_RANK."""
     cuda, mps = torch.cuda.is_available(), hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     if ngpu == 0 or choice == "cpu":
         return torch.device("cpu")
     if ngpu > 1 and not cuda:
         print(f"notice: --ngpu {ngpu} asked for, but this machine has no CUDA GPU; training on the CPU.")
     if choice in ("auto", "cuda") and cuda:
-        if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
-            return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        if ngpu > torch.cuda.device_count():
-            print(f"notice: --ngpu {ngpu} asked for, but this machine has "
-                  f"{torch.cuda.device_count()} GPU(s); using those.")
-        return torch.device("cuda:0")
+        count, local_rank = torch.cuda.device_count(), int(os.environ.get("LOCAL_RANK", 0))
+        if local_rank >= count:
+            raise UserError(f"torchrun started more processes on this machine than it has GPUs ({count}); use "
+                            f"--nproc_per_node={count}, or --device cpu to run the processes on the CPU.")
+        if ngpu > count:
+            print(f"notice: --ngpu {ngpu} asked for, but this machine has {count} GPU(s); using those.")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)  # also starts CUDA, so that seeding reaches it at once
+        return device
     if choice in ("auto", "mps") and mps:
         return torch.device("mps")
     if choice != "auto":
@@ -53,15 +67,13 @@ def pick_device(choice, ngpu=1):
     return torch.device("cpu")
 
 
-def init_distributed():
-    """Under torchrun (RANK and WORLD_SIZE set): join the process group and return
-    (rank, world_size); a plain `python script.py` run returns (0, 1) and changes nothing."""
+def init_distributed(device):
+    """Under torchrun (RANK and WORLD_SIZE set): join the process group (nccl on a GPU, gloo on
+    the CPU) and return (rank, world_size); a plain `python script.py` run returns (0, 1)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1
     import torch.distributed as dist
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if dist.get_rank() != 0:  # one copy of the log lines and progress bar: rank 0's
         import sys
         sys.stdout = open(os.devnull, "w")
@@ -100,15 +112,24 @@ def weights_init(m, bn_mean=1.0):
         nn.init.constant_(m.bias.data, 0)
 
 
+def wrappers(net):
+    """net, and the model inside each of its wrappers (nn.DataParallel, DDP, Autocast, torch.compile)."""
+    yield net
+    while isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel, Autocast)) or \
+            hasattr(net, "_orig_mod"):
+        net = getattr(net, "_orig_mod", None) or net.module
+        yield net
+
+
 def bare(net):
-    """The model inside nn.DataParallel, DDP, torch.compile or Autocast, so checkpoints load anywhere."""
-    while True:
-        if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel, Autocast)):
-            net = net.module
-        elif hasattr(net, "_orig_mod"):  # torch.compile
-            net = net._orig_mod
-        else:
-            return net
+    """The model inside all wrappers, so that checkpoints load anywhere."""
+    return list(wrappers(net))[-1]
+
+
+def data_parallel_gpus(net):
+    """How many GPUs nn.DataParallel splits each batch over (1 without it): each normalises its
+    share with BatchNorm on its own, so this changes the math."""
+    return next((len(m.device_ids) for m in wrappers(net) if isinstance(m, nn.DataParallel)), 1)
 
 
 class Autocast(nn.Module):
@@ -124,12 +145,34 @@ class Autocast(nn.Module):
             return self.module(*inputs).float()
 
 
+def sigmoid_in_float32(module, inputs):
+    """A forward pre-hook for nn.Sigmoid under --amp: a bfloat16 sigmoid rounds every output from
+    1 - 2**-9 up to exactly 1.0, where its gradient is exactly 0 (D would learn nothing from the
+    fakes it takes for real); in float32 it does not. Autocast leaves float32 inputs alone here."""
+    return tuple(x.float() for x in inputs)
+
+
 def speed_up(net, device, *, amp=False, channels_last=False, compile=False):
     """Apply the opt-in --channels-last, --amp and --compile to a network."""
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if amp:
+        for m in net.modules():
+            if isinstance(m, nn.Sigmoid):
+                m.register_forward_pre_hook(sigmoid_in_float32)
         net = Autocast(net, device.type)
     if compile:
         net = torch.compile(net)
     return net
+
+
+def what_the_bits_depend_on(device, deterministic=True):
+    """Besides the seed and the settings: what makes the same run give other bits elsewhere. A
+    resume under other values goes on, but says that it will not match a run that never stopped."""
+    record = {"torch": str(torch.__version__), "device": device.type, "deterministic": deterministic}
+    if device.type == "cpu":
+        record["threads"] = torch.get_num_threads()  # the CPU kernels split their sums by thread
+    elif device.type == "cuda":
+        record.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                      cudnn=torch.backends.cudnn.version())
+    return record

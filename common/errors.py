@@ -1,6 +1,7 @@
-"""The two kinds of failure a user meets, and the wrapper that turns them into one sentence."""
+"""The two kinds of failure a user meets, and the entry point that turns them into one sentence."""
+import os
+import signal
 import sys
-import traceback
 
 
 class UserError(Exception):
@@ -8,7 +9,7 @@ class UserError(Exception):
 
 
 class Diverged(Exception):
-    """A loss or a weight became NaN or infinite."""
+    """A loss, an output of D or a weight became NaN or infinite."""
 
 
 class QuitNow(KeyboardInterrupt):
@@ -16,8 +17,14 @@ class QuitNow(KeyboardInterrupt):
 
 
 def run_script(main):
-    """Call main(), turning the mistakes a user can make into one sentence and an exit code:
-    1 for a user error, 3 for a diverged run, 130 for Ctrl-C."""
+    """Call main(), turning what a user can run into into one sentence and an exit code: 1 for a
+    user error, 3 for a diverged run, 130 for Ctrl-C. Output closed under the run (`| head`, a
+    `tee` that died) costs nothing: what is printed after that is dropped, and training goes on."""
+    # Each script starts by letting Ctrl-C end it at once while torch loads; from here it raises
+    # KeyboardInterrupt, which the training turns into "save and stop".
+    old_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ClosedPipeSafe(sys.stdout), ClosedPipeSafe(sys.stderr)
     try:
         main()
         import torch.distributed as dist
@@ -33,20 +40,12 @@ def run_script(main):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
     except RuntimeError as e:
-        if "DataLoader worker" in str(e):  # a worker process died (out of memory, killed, ...)
-            print(f"error: {first_line(e)}; the last checkpoint is intact. Rerun with --resume and "
-                  f"fewer --workers (0 reads in the main process).", file=sys.stderr)
-            sys.exit(1)
-        # BCELoss refuses a NaN input (on a GPU, as a device-side assert): training diverged.
-        if "between 0 and 1" not in str(e) and "device-side assert" not in str(e):
+        if "DataLoader worker" not in str(e):
             raise
-        run = training_run(e)
-        where = f" at epoch {run.epoch}, iteration {run.batch}" if run else ""
-        if run:
-            run.close(diverged=True)  # the pictures show the run up to the last good iteration
-        print(f"error: training diverged: D's output became NaN{where}; the last checkpoint was left as it "
-              f"was. Try a lower --lr.", file=sys.stderr)
-        sys.exit(3)
+        # a worker process died (out of memory, killed, ...)
+        print(f"error: {first_line(e)}; the last checkpoint is intact. Rerun with --resume and fewer "
+              f"--workers (0 reads in the main process).", file=sys.stderr)
+        sys.exit(1)
     except QuitNow:
         print("\nquit on a second Ctrl-C without saving this iteration; checkpoint.pt still holds the "
               "last save whole. Continue from it with --resume.", file=sys.stderr)
@@ -54,17 +53,45 @@ def run_script(main):
     except KeyboardInterrupt:
         print("\ninterrupted before training started; nothing to save.", file=sys.stderr)
         sys.exit(130)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = old_streams
+        signal.signal(signal.SIGINT, old_sigint)
 
 
-def training_run(error):
-    """The Run that was training when `error` came out of the script's loop (a local of one of the
-    frames it passed through), or None. Errors raised inside the Run itself are handled there."""
-    from .run import Run
-    for frame, _ in traceback.walk_tb(error.__traceback__):
-        for value in frame.f_locals.values():
-            if isinstance(value, Run):
-                return value
-    return None
+class ClosedPipeSafe:
+    """sys.stdout or sys.stderr, but a reader that went away (BrokenPipeError) silences it instead
+    of ending the run: the file descriptor is pointed at os.devnull, so Python's own flush at exit
+    is quiet too."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except (BrokenPipeError, ValueError):  # ValueError: the stream itself was closed
+            return self.silence(len(text))
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            self.silence(0)
+
+    def silence(self, n):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test's capture): dropping the text is enough
+        self.stream = open(os.devnull, "w")
+        return n
+
+    def __getattr__(self, name):  # isatty(), fileno(), encoding ...
+        return getattr(self.stream, name)
 
 
 def first_line(e):

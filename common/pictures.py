@@ -1,8 +1,11 @@
-"""Pictures: sample grids, the progress GIF, loss and score plots, real beside fake."""
+"""Pictures: sample grids, the progress GIF, loss and score plots, real beside fake, and the CSV files."""
 import os
 
+import numpy as np
 import torch
 import torchvision.utils as vutils
+
+LABEL_COLOURS = [(0, 0, 0), (255, 255, 0)]  # the epoch written on each GIF frame: yellow on black
 
 
 def to_pixels(images):
@@ -14,35 +17,76 @@ def save_grid(images, path, nrow=8):
     vutils.save_image(to_pixels(images), path, nrow=nrow, padding=2)
 
 
-class GifFrames:
-    """Frames for write_gif, each reduced to a palette once and kept, so that rewriting a GIF of a
-    growing list of PNGs costs the new frames, not the whole run again."""
+def save_image(image, path):
+    """One image in [-1, 1] (C x H x W) as a PNG: grayscale for one channel, RGB for three."""
+    from PIL import Image
+    pixels = to_pixels(image).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # as save_image rounds
+    pixels = pixels.permute(1, 2, 0).numpy()
+    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path)
 
-    def __init__(self):
+
+# ---------------------------------------------------------------------------------------------
+# The progress GIF
+# ---------------------------------------------------------------------------------------------
+
+def palette_of(images, nrow=8):
+    """A GIF palette for pictures of these images (and their yellow-on-black labels): 256 distinct
+    colours, as 768 bytes."""
+    from PIL import Image
+    grid = vutils.make_grid(to_pixels(images), nrow=nrow, padding=2).mul(255).add_(0.5).clamp_(0, 255)
+    grid = Image.fromarray(grid.to(torch.uint8).permute(1, 2, 0).numpy())
+    q = grid.quantize(colors=254, dither=Image.Dither.NONE)
+    used = q.getpalette()[:3 * len(q.getcolors())]
+    colours = list(dict.fromkeys(LABEL_COLOURS + [tuple(used[k:k + 3]) for k in range(0, len(used), 3)]))
+    filler = ((k % 256, k * 7 % 256, k * 13 % 256) for k in range(1, 10**6))  # unused entries: distinct too
+    while len(colours) < 256:
+        c = next(filler)
+        if c not in colours:
+            colours.append(c)
+    return bytes(v for c in colours[:256] for v in c)
+
+
+class GifFrames:
+    """The frames of a GIF, each reduced once to one fixed palette (see palette_of) and kept, so
+    that rewriting a GIF of a growing list of PNGs costs the new frames, not the whole run again."""
+
+    def __init__(self, palette):
+        from PIL import Image
+        self.palette = palette
+        self.palette_image = Image.new("P", (1, 1))
+        self.palette_image.putpalette(palette)
         self.frames = {}
 
-    def frame(self, png, label):
+    def frame(self, png, label=None):
+        """The frame of one PNG, its label drawn on it: palette indices, H x W."""
         from PIL import Image, ImageDraw
         key = (png, os.path.getmtime(png), label)
         if key not in self.frames:
             image = Image.open(png).convert("RGB")
             if label:
                 draw = ImageDraw.Draw(image)
-                draw.rectangle([0, 0, 6 * len(label) + 6, 13], fill=(0, 0, 0))
-                draw.text((3, 1), label, fill=(255, 255, 0))
-            self.frames[key] = image.quantize(colors=256, dither=Image.Dither.NONE)
+                draw.rectangle([0, 0, 6 * len(label) + 6, 13], fill=LABEL_COLOURS[0])
+                draw.text((3, 1), label, fill=LABEL_COLOURS[1])
+            self.frames[key] = np.asarray(image.quantize(palette=self.palette_image, dither=Image.Dither.NONE))
         return self.frames[key]
 
 
-def write_gif(pngs, path, labels=None, ms_per_frame=400, cache=None):
-    """A GIF of the given PNG files, each frame labelled (e.g. with its epoch)."""
-    cache = cache or GifFrames()
-    frames = [cache.frame(png, labels[k] if labels else None) for k, png in enumerate(pngs)]
-    durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 4]  # linger on the result
+def write_gif(pngs, path, frames, labels=None, ms_per_frame=400):
+    """A GIF of the given PNG files (frames: their GifFrames), each frame labelled (e.g. with its epoch)."""
+    import imageio.v3 as iio
+    indices = np.stack([frames.frame(png, labels[k] if labels else None) for k, png in enumerate(pngs)])
+    durations = [ms_per_frame] * (len(pngs) - 1) + [ms_per_frame * 4]  # linger on the result
     tmp = f"{path}.tmp{os.getpid()}.gif"
-    frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    # The frames are palette indices, handed over as "L" images with the palette: Pillow's GIF
+    # writer then takes them as they are ("P" frames from an array would carry no palette of their
+    # own, and mapping each colour onto `palette` costs it about 50 ms a frame).
+    iio.imwrite(tmp, indices, extension=".gif", mode="L", palette=frames.palette, duration=durations, loop=0)
     os.replace(tmp, path)
 
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
 
 def pyplot():
     import matplotlib
@@ -51,13 +95,25 @@ def pyplot():
     return plt
 
 
-def smooth(values, weight=0.98):
-    """Exponential moving average, as TensorBoard smooths curves."""
-    out, avg = [], None
-    for v in values:
-        avg = v if avg is None else weight * avg + (1 - weight) * v
-        out.append(avg)
+def smooth(values, weight):
+    """Exponential moving average, debiased at the start, as TensorBoard smooths curves."""
+    out, avg = [], 0.0
+    for k, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** k))
     return out
+
+
+def smoothing_weight(n):
+    """The EMA weight for a curve of n points: an average over about 2 % of the run, at most 50
+    iterations (weight 0.98), so that a short run's curve does not lag behind it."""
+    span = min(50.0, max(1.0, n / 50))
+    return 1 - 1 / span
+
+
+def nice_step(n, most=10):
+    """The smallest of 1, 2, 5, 10, 20, 50, 100 ... that splits n into at most `most` parts."""
+    return next(step for step in (m * 10**k for k in range(12) for m in (1, 2, 5)) if n / step <= most)
 
 
 def plot_curves(history, names, path, title, ylabel):
@@ -69,14 +125,18 @@ def plot_curves(history, names, path, title, ylabel):
     steps = range(0, n, every)
     for name in names:
         line, = ax.plot(steps, history[name][::every], alpha=0.25, linewidth=0.8)
-        ax.plot(steps, smooth(history[name])[::every], color=line.get_color(), label=name)
-    epoch_starts = [k for k in range(1, n) if history["epoch"][k] != history["epoch"][k - 1]]
-    marked = len(epoch_starts) <= 60
-    for k in epoch_starts if marked else []:
+        ax.plot(steps, smooth(history[name], smoothing_weight(n))[::every], color=line.get_color(), label=name)
+    starts = {history["epoch"][k]: k for k in range(n - 1, -1, -1)}  # epoch -> its first row
+    marked = len(starts) <= 60
+    for k in sorted(starts.values())[1:] if marked else []:
         ax.axvline(k, color="grey", linewidth=0.5, alpha=0.5)
-    if not marked:  # too many epochs for lines: label the x axis in epochs instead
-        ticks = epoch_starts[::max(1, len(epoch_starts) // 10)]
-        ax.set_xticks(ticks, [str(history["epoch"][k]) for k in ticks])
+    if not marked:  # too many epochs for lines: label the x axis in epochs instead, at round numbers
+        last = history["epoch"][-1] + 1
+        step = nice_step(last)
+        ticks = {starts[e]: e for e in range(0, last, step) if e in starts}
+        if last % step == 0:
+            ticks[n] = last
+        ax.set_xticks(list(ticks), [str(e) for e in ticks.values()])
     ax.set(title=title, ylabel=ylabel,
            xlabel="iterations (grey lines: epoch starts)" if marked else "epochs done")
     ax.legend()
@@ -114,3 +174,9 @@ def slerp(a, b, t):
     omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1, 1))
     so = torch.sin(omega)
     return torch.sin((1 - t) * omega) / so * a + torch.sin(t * omega) / so * b
+
+
+def plural(n, word, words=None):
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+

@@ -9,7 +9,11 @@
 The classifier is trained once, seeded, on the training split in --dataroot (the last HELD_OUT
 digits, in file order, are held out to measure its accuracy), saved beside the data (or in the
 outdir where that cannot be written), and loaded with weights_only=True afterwards. Evaluating
-draws its noise from its own generator and leaves every training RNG untouched.
+draws its noise from its own generator and leaves every training RNG untouched (the CUDA ones too).
+
+    evaluate(script, args, build_generator, dataloader, device)  # --evaluate N: one measurement
+    ref = reference(dataloader, cache_dirs)                       # --eval-every K: during training
+    measure(netG, noise_shape, image_shape, ref, n, seed)
 """
 import copy
 import hashlib
@@ -21,7 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import atomic_save
+from .checkpoints import atomic_save, load_checkpoint
+from .device import bare
+from .errors import UserError
+from .outdir import claim
 
 HELD_OUT = 2000  # the last 2,000 digits of the training split: never trained on, they measure accuracy
 TRAIN_MAX = 12000  # trained on at most the first 12,000 of the others (about a minute on 2 CPU cores)
@@ -75,15 +82,25 @@ def classifier(images, labels, cache_dirs, device):
     return net.eval()
 
 
+def as_input(digits, device):
+    """uint8 digits -> the classifier's input in [-1, 1] on device, through a table of the 256 values
+    made on the CPU (dividing on a GPU would round differently: see common.data.pixel_table)."""
+    table = torch.arange(256).float().div(255).sub(0.5).div(0.5).to(device)
+    return table[digits.to(device).long()]
+
+
 def train_classifier(images, labels, device, epochs=4, batch_size=64):
     """Seeded training that leaves every global RNG as it was. Returns (net, held-out accuracy, s)."""
     t0 = time.monotonic()
     held_out = min(HELD_OUT, len(images) // 5)
-    x = images.to(device).float().div(255).sub(0.5).div(0.5)
+    x = as_input(images, device)
     y = labels.to(device).long()
     train_x, train_y = x[:len(x) - held_out][:TRAIN_MAX], y[:len(y) - held_out][:TRAIN_MAX]
+    # Only the CPU generator is seeded, and fork_rng gives it back: torch.manual_seed would also
+    # reseed every CUDA generator, which fork_rng(devices=[]) does not restore. The net is built
+    # on the CPU and trained without random draws on the device.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)
         net = DigitClassifier().to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)
@@ -123,19 +140,51 @@ def moments(features):
 def real_moments(net, real, device, batch=500):
     """Mean and covariance of the classifier's features of real digits (uint8)."""
     with torch.no_grad():
-        features = [net.features(real[k:k + batch].to(device).float().div(255).sub(0.5).div(0.5)).cpu()
-                    for k in range(0, len(real), batch)]
+        features = [net.features(as_input(real[k:k + batch], device)).cpu() for k in range(0, len(real), batch)]
     return moments(torch.cat(features))
 
 
-def measure(netG, noise_shape, image_shape, net, real_stats, n, seed, batch=500):
-    """FD and digit shares of n samples of netG against the real digits' feature moments.
+def reference(dataloader, cache_dirs, n=10_000):
+    """(the reference classifier, the feature moments of the first n real digits, how many that
+    is): what generated digits are measured against."""
+    images, labels = dataloader.uint8_images()
+    net = classifier(images, labels, cache_dirs, dataloader.device)
+    return net, real_moments(net, images[:n], dataloader.device), min(n, len(images))
+
+
+def evaluate(script, args, build_generator, dataloader, device):
+    """--evaluate N: FD and digit shares of N samples of the generator in <outdir>/checkpoint.pt
+    (build_generator(settings): the script's generator for the run's settings) against N real
+    digits; prints one line starting "FD", writes evaluation.png and evaluation.json. Trains nothing."""
+    if args.fake_data:
+        raise UserError("--evaluate measures samples against real digits, and --fake-data has none; point "
+                        "--dataroot at MNIST.")
+    n = args.evaluate
+    if n > dataloader.n:
+        print(f"notice: --evaluate {n} asks for more samples than the {dataloader.n} real digits in --dataroot; "
+              f"measuring {dataloader.n} generated against {dataloader.n} real (FD depends on the number).")
+        n = dataloader.n
+    with claim(args.outdir):
+        ckpt = load_checkpoint(args.outdir, script)
+        netG = build_generator(ckpt["settings"]).to(device)
+        netG.load_state_dict(ckpt["netG"])
+        ref = reference(dataloader, [os.path.join(args.dataroot, "MNIST"), args.outdir], n)
+        result = {"epoch": ckpt["epoch"], "iteration": ckpt["iteration"], "seed": args.seed,
+                  **measure(netG, ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"]), ref, n, args.seed)}
+        print(line(result))
+        plot_shares(result, os.path.join(args.outdir, "evaluation.png"), f"{script}, epoch {ckpt['epoch']}")
+        write_json(result, os.path.join(args.outdir, "evaluation.json"))
+        print(f"Wrote evaluation.png and evaluation.json to {args.outdir}/")
+
+
+def measure(netG, noise_shape, image_shape, reference, n, seed, batch=500):
+    """FD and digit shares of n samples of netG against the real digits of `reference`.
 
     The samples come from a copy of netG, in training mode as the scripts draw them, with noise
     from a generator of their own: the run's generator, its BatchNorm statistics and every RNG
     are left untouched.
     """
-    from .device import bare
+    net, real_stats, n_real = reference
     g = copy.deepcopy(bare(netG))
     device = next(g.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -149,7 +198,7 @@ def measure(netG, noise_shape, image_shape, net, real_stats, n, seed, batch=500)
     fd = frechet_distance(*moments(torch.cat(features)), *real_stats)
     shares = (counts.double() / counts.sum()).tolist()
     return {"FD": fd, "smallest_share": min(shares), "rarest_digit": shares.index(min(shares)), "shares": shares,
-            "n": n}
+            "n": n, "n_real": n_real}
 
 
 def line(result):
@@ -166,8 +215,8 @@ def plot_shares(result, path, title):
     ax.bar(range(10), [100 * s for s in result["shares"]], color="tab:blue")
     ax.axhline(10, color="grey", linewidth=0.8, linestyle="--", label="10 % each (no collapse)")
     ax.set(xticks=range(10), xlabel="digit, as the reference classifier reads the samples", ylabel="% of samples",
-           title=f"{title}: FD {result['FD']:.2f}, smallest share {result['smallest_share']:.1%} "
-                 f"({result['n']} samples)")
+           title=f"{title}: FD {result['FD']:.2f}, smallest share {result['smallest_share']:.1%}\n"
+                 f"({result['n']} generated against {result['n_real']} real digits)")
     ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
@@ -176,10 +225,13 @@ def plot_shares(result, path, title):
 
 def plot_over_epochs(rows, path):
     """FD and the smallest digit share over the epochs of a run (--eval-every)."""
+    from matplotlib.ticker import MaxNLocator
     from .pictures import pyplot
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [r["epoch"] for r in rows]
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     a.plot(epochs, [r["FD"] for r in rows], marker="o")
     a.set(xlabel="epoch", ylabel="FD (lower is better)", title="Frechet distance of classifier features")
     b.plot(epochs, [100 * r["smallest_share"] for r in rows], marker="o", color="tab:orange")

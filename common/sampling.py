@@ -1,5 +1,8 @@
 """--generate N [--interpolate]: images from a trained generator, in batches, so that memory stays
-bounded whatever N is (FID is usually computed on 50,000 samples)."""
+bounded whatever N is (FID is usually computed on 50,000 samples).
+
+    generate(script, args, build_generator, device)   # the run in --outdir; trains nothing
+"""
 import math
 import os
 import sys
@@ -9,6 +12,8 @@ import torch
 import torchvision.utils as vutils
 
 from . import pictures
+from .checkpoints import load_checkpoint
+from .outdir import claim, fresh_folder
 
 BATCH = 500  # images per generator forward: memory does not grow with N
 GRID_MAX = 256  # grid.png shows at most this many images, whatever N is
@@ -23,10 +28,24 @@ def noise_batches(n, noise_shape, seed, device):
         yield start, torch.randn(k, *noise_shape, generator=gen).to(device)
 
 
-def generate(netG, noise_shape, image_shape, n, seed, folder, interpolate=False):
+def generate(script, args, build_generator, device):
+    """--generate N [--interpolate] from the run in --outdir: build_generator(settings) is the script's
+    generator for the run's settings. Writes into <outdir>/generated/, which holds this command's
+    images only (what an earlier --generate wrote there is deleted first)."""
+    with claim(args.outdir):
+        ckpt = load_checkpoint(args.outdir, script)
+        netG = build_generator(ckpt["settings"]).to(device)
+        netG.load_state_dict(ckpt["netG"])
+        noise_shape, image_shape = ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"])
+        folder = fresh_folder(os.path.join(args.outdir, "generated"))
+        write_images(netG, noise_shape, image_shape, args.generate, args.seed, folder)
+        if args.interpolate:
+            write_interpolation(netG, noise_shape, image_shape, args.seed, folder)
+
+
+def write_images(netG, noise_shape, image_shape, n, seed, folder):
     """Write N single PNG images into folder/images/ (00000.png ..., nothing else, so that an FID tool
-    can read the folder) and grid.png into folder; with interpolate, also interpolation.png and
-    interpolation.gif, a walk through the latent space."""
+    can read the folder; grayscale for one channel) and grid.png into folder."""
     from tqdm import tqdm
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
     device = next(netG.parameters()).device
@@ -36,7 +55,7 @@ def generate(netG, noise_shape, image_shape, n, seed, folder, interpolate=False)
     with ThreadPoolExecutor(max_workers=4) as writers, torch.no_grad():
         pending = []
         for start, z in noise_batches(n, noise_shape, seed, device):
-            images = pictures.to_pixels(netG(z).reshape(-1, *image_shape))
+            images = netG(z).reshape(-1, *image_shape).cpu()
             if start < GRID_MAX:
                 grid.append(images[:GRID_MAX - start])
             pending.append(writers.submit(save_pngs, images, os.path.join(folder, "images"), start))
@@ -47,15 +66,13 @@ def generate(netG, noise_shape, image_shape, n, seed, folder, interpolate=False)
             f.result()
     bar.close()
     shown = torch.cat(grid)[:GRID_MAX]
-    vutils.save_image(shown, os.path.join(folder, "grid.png"), nrow=int(math.ceil(math.sqrt(len(shown)))), padding=2)
+    pictures.save_grid(shown, os.path.join(folder, "grid.png"), nrow=int(math.ceil(math.sqrt(len(shown)))))
     print(f"Wrote {n} images to {folder}/images/ and grid.png (the first {len(shown)}) to {folder}/")
-    if interpolate:
-        write_interpolation(netG, noise_shape, image_shape, seed, folder)
 
 
 def save_pngs(images, folder, start):
     for k, image in enumerate(images):
-        vutils.save_image(image, os.path.join(folder, f"{start + k:05d}.png"))
+        pictures.save_image(image, os.path.join(folder, f"{start + k:05d}.png"))
 
 
 def write_interpolation(netG, noise_shape, image_shape, seed, folder, rows=8, steps=10):
@@ -76,7 +93,8 @@ def write_interpolation(netG, noise_shape, image_shape, seed, folder, rows=8, st
         png = os.path.join(folder, f".walk{k:03d}.png")
         vutils.save_image(pictures.to_pixels(image), png)
         frames.append(png)
-    pictures.write_gif(frames, os.path.join(folder, "interpolation.gif"), ms_per_frame=120)
+    gif_frames = pictures.GifFrames(pictures.palette_of(walk, nrow=steps))
+    pictures.write_gif(frames, os.path.join(folder, "interpolation.gif"), gif_frames, ms_per_frame=120)
     for png in frames:
         os.remove(png)
     print(f"Wrote interpolation.png and interpolation.gif to {folder}/")

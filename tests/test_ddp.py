@@ -1,4 +1,5 @@
-"""Issue: dcgan_celeba.py under torchrun with DistributedDataParallel (2 CPU processes, gloo)."""
+"""Issue: dcgan_celeba.py under torchrun with DistributedDataParallel (2 CPU processes, gloo: these
+tests are about the CPU, so they pin --device cpu, also on a machine with one GPU)."""
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ def torchrun(*argv, env=None, faults=()):
     script = [os.path.join(ROOT, "tests", "faults.py"), *faults, "dcgan_celeba.py"] if faults else \
         [os.path.join(ROOT, "dcgan_celeba.py")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script,
-           *map(str, argv)]
+           "--device", "cpu", *map(str, argv)]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     return p.returncode, p.stdout, p.stderr
@@ -20,10 +21,10 @@ def torchrun(*argv, env=None, faults=()):
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, celeba_root):
-    """A 2-process run of 2 epochs: 24 faces in global batches of 8 (4 per process)."""
+    """A 2-process run of 2 epochs: 24 faces in global batches of 4 (2 per process), 6 per epoch."""
     outdir = str(tmp_path_factory.mktemp("ddp") / "straight")
-    args = ["--dataroot", celeba_root, "--batch-size", 8, "--ngf", 8, "--ndf", 8, "--workers", 0,
-            "--epochs", 2, "--checkpoint-every", 2]
+    args = ["--dataroot", celeba_root, "--batch-size", 4, "--ngf", 8, "--ndf", 8, "--workers", 0,
+            "--epochs", 2, "--checkpoint-every", 100]
     code, out, err = torchrun(*args, "--outdir", outdir)
     assert code == 0, err[-3000:]
     return outdir, args, out
@@ -35,7 +36,7 @@ def test_trains_with_two_processes_and_writes_one_set_of_outputs(straight):
     assert out.count("Starting Training Loop") == 1  # one log: rank 0's
     assert sorted(os.listdir(os.path.join(outdir, "samples"))) == [f"epoch_000{k}.png" for k in range(3)]
     with open(os.path.join(outdir, "history.csv")) as f:
-        assert len(f.readlines()) == 1 + 2 * 3  # header + 2 epochs x 3 global batches
+        assert len(f.readlines()) == 1 + 2 * 6  # header + 2 epochs x 6 global batches
     ckpt = load(outdir)
     assert len(ckpt["rng"]) == 2 and ckpt["settings"]["processes"] == 2  # every rank's RNG state
     assert not [f for f in os.listdir(outdir) if "tmp" in f]
@@ -45,7 +46,10 @@ def test_sigint_under_torchrun_saves_once_and_resumes_bit_for_bit(straight, tmp_
     outdir, args, _ = straight
     code, out, err = torchrun(*args, "--outdir", tmp_path, faults=("--signal-at", "1:1/SIGINT"))
     assert code != 0  # the workers exit with 130, which torchrun reports as a failure
-    assert err.count("Stopped at epoch 1, iteration 2") == 1 and "torchrun --nproc_per_node=2" in err
+    # The processes agree on a stop every AGREE_EVERY (10) iterations: iteration 10 of the run is
+    # batch 3 of epoch 1 (6 batches per epoch), so all of them stop after it.
+    assert err.count("Stopped at epoch 1, iteration 4") == 1, err[-3000:]
+    assert "torchrun --standalone --nproc_per_node=2" in err
     assert "Traceback" not in err.split("Stopped at")[0]  # the workers' own output has none
     code, out, err = torchrun(*args, "--outdir", tmp_path, "--resume")
     assert code == 0, err[-3000:]

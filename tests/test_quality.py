@@ -84,16 +84,16 @@ def test_evaluate_prints_fd_and_the_shares_and_writes_its_files(runs, script, mn
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("FD "))
     assert all(f"{d}: " in line for d in range(10)) and "smallest share" in line
-    result = json.load(open(os.path.join(outdir, "quality.json")))
+    result = json.load(open(os.path.join(outdir, "evaluation.json")))
     assert result["n"] == 30 and len(result["shares"]) == 10 and result["epoch"] == 2
     assert sum(result["shares"]) == pytest.approx(1) and result["smallest_share"] == min(result["shares"])
     assert float(line.split()[1]) == pytest.approx(result["FD"], abs=1e-3) and result["FD"] > 0
-    assert Image.open(os.path.join(outdir, "quality.png")).size[0] > 300
+    assert Image.open(os.path.join(outdir, "evaluation.png")).size[0] > 300
     assert open(os.path.join(outdir, "checkpoint.pt"), "rb").read() == before  # trains nothing
     # the same command measures the same samples
     first = result["FD"]
     assert call(script, "--dataroot", mnist_root, "--outdir", outdir, "--evaluate", 30) == 0
-    assert json.load(open(os.path.join(outdir, "quality.json")))["FD"] == first
+    assert json.load(open(os.path.join(outdir, "evaluation.json")))["FD"] == first
 
 
 def test_eval_every_measures_during_training_and_leaves_the_training_untouched(runs, tmp_path, mnist_root):

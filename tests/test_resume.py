@@ -1,4 +1,5 @@
 """Issue: exact resume from any moment, crash-safe checkpoints, safe loading."""
+import importlib
 import os
 import signal
 import time
@@ -132,7 +133,7 @@ def test_resume_of_a_finished_run_says_so_and_exits_0(script, tmp_path, mnist_ro
     before = written()
     capsys.readouterr()
     assert call(script, *args, "--resume") == 0
-    assert "already trained 1 epochs" in capsys.readouterr().out
+    assert "already trained 1 epoch (--epochs 1)" in capsys.readouterr().out
     assert before == written() and len(before) >= 7
 
 
@@ -164,22 +165,34 @@ def test_checkpoint_holds_only_plain_data_and_loads_with_weights_only(runs):
     assert isinstance(ckpt["rng"][0]["torch"], torch.Tensor)
 
 
-def test_checkpoints_of_earlier_versions_still_resume(tmp_path, mnist_root):
-    """Before the speed and DDP flags, checkpoints had no such settings and one RNG dict; before the
-    run record, the history was lists and there was no script name, image shape or quality rows."""
-    args = ["--dataroot", mnist_root, "--batch-size", "16"]
-    assert call("gan_mnist", *args, "--epochs", 1, "--outdir", tmp_path / "old") == 0
-    ckpt = load(tmp_path / "old")
-    for key in ("amp", "channels_last", "compile", "processes"):
-        del ckpt["settings"][key]
-    ckpt["rng"] = ckpt["rng"][0]
-    ckpt["history"] = {k: v.tolist() for k, v in ckpt["history"].items()}
-    for key in ("script", "image_shape", "quality"):
-        del ckpt[key]
-    torch.save(ckpt, os.path.join(tmp_path / "old", "checkpoint.pt"))
-    assert call("gan_mnist", *args, "--epochs", 2, "--outdir", tmp_path / "old", "--resume") == 0
-    assert call("gan_mnist", *args, "--epochs", 2, "--outdir", tmp_path / "straight") == 0
-    resumed, straight = load(tmp_path / "old"), load(tmp_path / "straight")
-    for key in ("netG", "netD", "optimizerG", "optimizerD", "history", "fixed_noise"):
+def test_a_setting_added_since_a_run_was_saved_counts_at_its_default(tmp_path, mnist_root, capsys):
+    """A flag added to a script after a run was saved (simulated: its key removed from the saved
+    settings) lets that run resume at the flag's default, and is refused, by name, at another value."""
+    args = ["--dataroot", mnist_root, "--batch-size", "16", "--outdir", tmp_path]
+    assert call("gan_mnist", *args, "--epochs", 1) == 0
+    ckpt = load(tmp_path)
+    del ckpt["settings"]["hidden_size"], ckpt["settings"]["amp"]
+    torch.save(ckpt, os.path.join(tmp_path, "checkpoint.pt"))
+    capsys.readouterr()
+    assert call("gan_mnist", *args, "--epochs", 2, "--resume", "--hidden-size", 128) == 1
+    err = capsys.readouterr().err
+    assert "hidden_size: 256 -> 128" in err and "amp" not in err and "Traceback" not in err
+    assert call("gan_mnist", *args, "--epochs", 2, "--resume") == 0
+    assert call("gan_mnist", *args[:-1], tmp_path / "straight", "--epochs", 2) == 0
+    resumed, straight = load(tmp_path), load(tmp_path / "straight")
+    for key in ("netG", "netD", "optimizerG", "optimizerD", "history", "fixed_noise", "rng"):
         assert_same(resumed[key], straight[key], key)
-    assert resumed["epoch"] == 2
+
+
+def test_flags_that_do_not_change_the_math_are_marked_where_they_are_made():
+    """The rule lives on the flag: every flag changes the math unless made with changes_math=False."""
+    gan = importlib.import_module("gan_mnist")
+    celeba = importlib.import_module("dcgan_celeba")
+    math = set(gan.parse_args([]).math_defaults)
+    assert {"batch_size", "seed", "lr", "latent_size", "hidden_size", "amp", "fake_data"} <= math
+    assert not {"epochs", "workers", "device", "outdir", "dataroot", "stream", "resume", "eval_every"} & math
+    assert "ngpu" not in celeba.parse_args([]).math_defaults  # DataParallel's real GPU count is recorded instead
+    parser = common.ArgumentParser()
+    parser.add_argument("--loss", default="bce")
+    parser.add_argument("--tensorboard", action="store_true", changes_math=False)
+    assert parser.parse_args([]).math_defaults == {"loss": "bce"}

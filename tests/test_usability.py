@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import SCRIPTS, call, run_sub
@@ -16,7 +17,7 @@ def test_fake_data_runs_with_no_dataset_and_prints_a_summary(script, tmp_path, c
                 "--outdir", tmp_path / "out", *extra) == 0
     out = capsys.readouterr().out
     assert "24 training images, 3 batches per epoch" in out
-    assert "device: cpu" in out
+    assert f"device: {'cuda:0' if torch.cuda.is_available() else 'cpu'}" in out  # what --device auto picks
     assert "epoch 1/1 done in" in out and "img/s" in out
     last = out.strip().splitlines()[-1]
     assert last.startswith("Done in") and "final loss_d" in last and str(tmp_path / "out") in last

@@ -1,0 +1,90 @@
+"""Progress: a bar for each epoch (on a terminal only) and the run's ETA.
+
+The ETA counts everything the user still waits for: the batches left at the recent pace (the
+work after each epoch included), the pictures still to be drawn on their cadence, and the last,
+largest drawing at the end.
+
+    progress = Progress(epochs, batches, batch_size, n_images)
+    progress.start_epoch(epoch, first_batch)
+    progress.batch_done(batch)           # after each iteration
+    progress.drawn(seconds, gif_seconds, frames)  # after each drawing of the pictures
+    seconds = progress.end_epoch()       # the epoch's own time; then progress.eta(...)
+"""
+import collections
+import sys
+import time
+
+# The ETA's pace is measured over about this many seconds of the latest wall time: long enough to
+# average in several drawings of the pictures, short enough to follow a pace that drifts.
+PACE_WINDOW = 120
+
+
+class Progress:
+    def __init__(self, epochs, batches, batch_size, n_images, draw_every):
+        self.epochs, self.batches, self.batch_size, self.n_images = epochs, batches, batch_size, n_images
+        self.draw_every = draw_every
+        self.started = time.monotonic()
+        self.batches_done = 0
+        self.draw_total = 0.0  # seconds spent drawing the pictures so far
+        self.plot_seconds, self.gif_frame_seconds = 0.0, 0.0  # the latest drawing: all but the GIF; the GIF per frame
+        self.marks = collections.deque([(self.started, 0, 0.0)])  # (time, batches done, drawing seconds)
+        self.bar, self.epoch, self.first_batch, self.epoch_started = None, 0, 0, self.started
+
+    def start_epoch(self, epoch, first_batch):
+        self.epoch, self.first_batch, self.epoch_started = epoch, first_batch, time.monotonic()
+        self.bar = progress_bar(self.batches, first_batch, f"epoch {epoch + 1}/{self.epochs}")
+
+    def batch_done(self, batch):
+        """Iteration `batch` of the epoch is done."""
+        self.batches_done += 1
+        self.bar.update(1)
+        if self.bar.n % 10 == 0 and not self.bar.disable:
+            rate = (self.bar.n - self.first_batch) / max(time.monotonic() - self.epoch_started, 1e-9)
+            self.bar.set_postfix_str(f"{rate * self.batch_size:.0f} img/s, run ETA {clock(self.eta(batch + 1))}",
+                                     refresh=False)
+
+    def drawn(self, seconds, gif_seconds, frames):
+        """The pictures were drawn, in `seconds`, gif_seconds of them for a GIF of `frames` frames."""
+        self.draw_total += seconds
+        self.plot_seconds = seconds - gif_seconds
+        self.gif_frame_seconds = gif_seconds / max(frames, 1)
+
+    def end_epoch(self):
+        """The epoch's work is done: close its bar; returns (seconds, images per second)."""
+        seconds = time.monotonic() - self.epoch_started
+        self.bar.close()
+        self.marks.append((time.monotonic(), self.batches_done, self.draw_total))
+        images = min((self.batches - self.first_batch) * self.batch_size, self.n_images)
+        return seconds, images / max(seconds, 1e-9)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+    def eta(self, next_batch):
+        """Seconds the run still needs, with `next_batch` the next batch of the current epoch."""
+        now = time.monotonic()
+        while len(self.marks) > 1 and now - self.marks[1][0] >= PACE_WINDOW:
+            self.marks.popleft()
+        since, batches, drawn = self.marks[0]
+        pace = (now - since - (self.draw_total - drawn)) / max(self.batches_done - batches, 1)
+        left = (self.epochs - self.epoch - 1) * self.batches + self.batches - next_batch
+        # The pictures: redrawn every draw_every seconds while training goes on, and once more at the
+        # end, each costing the latest drawing's plots and its GIF's cost per frame times the frames.
+        frames_now, frames_end = self.epoch + 1 + (next_batch >= self.batches), self.epochs + 1
+        drawings = left * pace / self.draw_every
+        during = drawings * (self.plot_seconds + self.gif_frame_seconds * (frames_now + frames_end) / 2)
+        last = self.plot_seconds + self.gif_frame_seconds * frames_end
+        return left * pace + during + last
+
+
+def progress_bar(total, initial, desc):
+    """A tqdm bar for one epoch, only on a terminal: in a log file the per-epoch lines are the progress."""
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                disable=not sys.stderr.isatty())
+
+
+def clock(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
