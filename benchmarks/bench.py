@@ -17,8 +17,10 @@ Both use the same networks from the scripts. Two figures per side:
   loop only      the per-epoch lines' median, the first epoch (warm-up, caches) dropped
 
 A second table sets the project against the limits: the FLOPs one image costs in the script's
-loop (counted with FlopCounterMode), the float32 rate this device reaches on one large product,
-and so the fastest an epoch of that arithmetic could be.
+loop (counted with FlopCounterMode), the dense rates this device reaches on one large product
+(each in the precision it really runs: on a GPU, PyTorch's defaults run convolutions in TF32 and
+matrix products in IEEE float32), and so the fastest an epoch of that arithmetic could be. On a
+GPU the peak GPU memory of each side is reported too.
 
     python benchmarks/bench.py                                   # all three, on the CPU
     python benchmarks/bench.py --scripts gan_mnist --repeats 3 --epochs 4   # E = 4: runs of 4 and 8 epochs
@@ -38,6 +40,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# cuBLAS reads this once, at its first call in the process: set before anything here multiplies on
+# a GPU, so that the deterministic runs of the scripts in this process (the FLOP count) can follow.
+if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +260,10 @@ def sync(device):
 
 def epoch_done(epoch, epochs, seconds, n):
     print(f"epoch {epoch + 1}/{epochs} done in {seconds:.3f} s ({n / seconds:.0f} img/s)", flush=True)
+    if epoch + 1 == epochs:
+        import torch
+        if torch.cuda.is_initialized():  # as the scripts print it on their last line
+            print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB", flush=True)
 
 
 TUTORIALS = {"gan_mnist": tutorial_gan_mnist, "dcgan_mnist": tutorial_dcgan_mnist,
@@ -265,7 +275,8 @@ TUTORIALS = {"gan_mnist": tutorial_gan_mnist, "dcgan_mnist": tutorial_dcgan_mnis
 # ---------------------------------------------------------------------------------------------
 
 def child(cmd):
-    """Run cmd; return (per-epoch seconds, peak RSS in MiB, wall seconds of the whole command)."""
+    """Run cmd; return (per-epoch seconds, peak RSS in MiB, wall seconds of the whole command, peak
+    GPU memory in MiB or None)."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = p.stdout.read()
@@ -275,7 +286,8 @@ def child(cmd):
         sys.exit(f"benchmark child failed ({' '.join(cmd)}):\n{out[-3000:]}")
     wall = time.perf_counter() - t0
     seconds = [float(s) for s in re.findall(r"^epoch \d+/\d+ done in ([\d.]+) s", out, re.M)]
-    return seconds, usage.ru_maxrss / 1024, wall
+    gpu = re.findall(r"peak GPU memory (\d+) MiB", out)
+    return seconds, usage.ru_maxrss / 1024, wall, float(gpu[-1]) if gpu else None
 
 
 def make_faces(folder, n):
@@ -309,23 +321,36 @@ def flops_per_image(script, device, tmp):
     return (counts[1] - counts[0]) / batch
 
 
-def fp32_rates(device):
-    """FLOP/s this device reaches on one 2048^3 float32 product, as a matrix product (BLAS: the
-    path of nn.Linear) and as a 1x1 convolution (the path of the conv layers; on the CPU that is
-    oneDNN, which may use wider vector units than the BLAS does)."""
+def dense_rates(device):
+    """(what, precision, FLOP/s) this device reaches on one large product: as a matrix product (the
+    path of nn.Linear) and as a 1x1 convolution (the path of the conv layers; on the CPU oneDNN,
+    which may use wider vector units than the BLAS does), each in the precision it runs by
+    default, and in bfloat16 (the path of --amp)."""
     import torch
-    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
-    x, w = a.reshape(1, 2048, 32, 64), b.reshape(2048, 2048, 1, 1)
-    rates = {}
-    for name, f in [("matmul", lambda: a @ b), ("1x1 convolution", lambda: torch.nn.functional.conv2d(x, w))]:
-        for _ in range(3):
-            f()
-        sync(torch.device(device))
-        rounds, t0 = 10, time.perf_counter()
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    size = 4096 if cuda else 1024
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    x, w = a.reshape(1, size, 64, size // 64), b.reshape(size, size, 1, 1)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    matmul = "TF32" if cuda and torch.get_float32_matmul_precision() != "highest" else "float32 (IEEE)"
+    conv = "TF32" if cuda and torch.backends.cudnn.allow_tf32 else "float32 (IEEE)"
+    cases = [("matrix product", matmul, lambda: a @ b),
+             ("1x1 convolution", conv, lambda: torch.nn.functional.conv2d(x, w)),
+             ("matrix product", "bfloat16", lambda: a16 @ b16)]
+    rates = []
+    for name, precision, f in cases:
+        f()  # warm-up, and a first estimate: then as many rounds as take about half a second
+        sync(device)
+        t0 = time.perf_counter()
+        f()
+        sync(device)
+        rounds = max(1, min(200, int(0.5 / max(time.perf_counter() - t0, 1e-6))))
+        t0 = time.perf_counter()
         for _ in range(rounds):
             f()
-        sync(torch.device(device))
-        rates[name] = rounds * 2 * 2048 ** 3 / (time.perf_counter() - t0)
+        sync(device)
+        rates.append((name, precision, rounds * 2 * size ** 3 / (time.perf_counter() - t0)))
     return rates
 
 
@@ -384,22 +409,26 @@ def main():
                 for side, command in sides.items():
                     # the same command for E and for 2E epochs: the difference is E epochs of the whole
                     # command as a user waits for it, start-up cancelled, every output included
-                    _, rss1, wall1 = child(command(args.epochs))
-                    seconds, rss2, wall2 = child(command(2 * args.epochs))
-                    r = results.setdefault((script, side), {"epoch_s": [], "whole_s": [], "rss": 0})
+                    _, rss1, wall1, gpu1 = child(command(args.epochs))
+                    seconds, rss2, wall2, gpu2 = child(command(2 * args.epochs))
+                    r = results.setdefault((script, side), {"epoch_s": [], "whole_s": [], "rss": 0, "gpu": None})
                     r["epoch_s"] += seconds[1:]
                     r["whole_s"].append((wall2 - wall1) / args.epochs)
                     r["rss"] = max(r["rss"], rss1, rss2)
+                    if gpu2 is not None:
+                        r["gpu"] = max(r["gpu"] or 0, gpu1 or 0, gpu2)
                     print(f"  {script:13s} {side:8s} rep {rep}: whole command {wall1:.1f} s ({args.epochs} epochs), "
                           f"{wall2:.1f} s ({2 * args.epochs}); loop epochs {['%.2f' % x for x in seconds]} s, "
-                          f"peak RSS {max(rss1, rss2):.0f} MiB", flush=True)
+                          f"peak RSS {max(rss1, rss2):.0f} MiB" + (f", peak GPU memory {gpu2:.0f} MiB" if gpu2 else ""),
+                          flush=True)
     n = {"gan_mnist": count_mnist(args.mnist),
          "dcgan_celeba": sum(f.endswith((".jpg", ".png")) for _, _, fs in os.walk(args.celeba) for f in fs)}
     n["dcgan_mnist"] = n["gan_mnist"]
     print()
     print("| script | images/epoch | whole command s/epoch: tutorial | project | speed-up "
-          "| loop only s/epoch: tutorial | project | speed-up | peak RSS tutorial / project |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| loop only s/epoch: tutorial | project | speed-up | images/s (loop) tutorial / project "
+          "| peak RSS tutorial / project | peak GPU memory tutorial / project |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for script in args.scripts:
         t = results[(script, "tutorial")]
         tw, ts = statistics.median(t["whole_s"]), statistics.median(t["epoch_s"])
@@ -407,16 +436,22 @@ def main():
             q = results[(script, side)]
             qw, qs = statistics.median(q["whole_s"]), statistics.median(q["epoch_s"])
             name = script + (f" {side[len('project '):]}" if side != "project" else "")
+            gpu = f"{t['gpu']:.0f} / {q['gpu']:.0f} MiB" if t["gpu"] and q["gpu"] else "-"
             print(f"| {name} | {n[script]} | {tw:.2f} | {qw:.2f} | {tw / qw:.2f}x | {ts:.2f} | {qs:.2f} | "
-                  f"{ts / qs:.2f}x | {t['rss']:.0f} / {q['rss']:.0f} MiB |")
+                  f"{ts / qs:.2f}x | {n[script] / ts:.0f} / {n[script] / qs:.0f} | {t['rss']:.0f} / {q['rss']:.0f} MiB "
+                  f"| {gpu} |")
 
     # Against the limits: the arithmetic one epoch needs, and how fast this device multiplies matrices
-    rates = fp32_rates(args.device)
-    rate = max(rates.values())
-    print("\nfloat32 rate on this device, one 2048^3 product: "
-          + ", ".join(f"{name} {r / 1e9:.0f} GFLOP/s" for name, r in rates.items()))
-    print("| script | GFLOP/image (project) | project GFLOP/s | share of the best rate "
-          "| epoch at the best rate | speed-up over the tutorial at that rate |")
+    rates = dense_rates(args.device)
+    print("\nDense rates on this device, one large product each:")
+    print("| product | precision | GFLOP/s |")
+    print("|---|---|---|")
+    for name, precision, r in rates:
+        print(f"| {name} | {precision} | {r / 1e9:.0f} |")
+    rate = max(r for _, precision, r in rates if precision != "bfloat16")  # the default settings' math
+    print(f"\nThe default (not --amp) runs against the best of the non-bfloat16 rates, {rate / 1e9:.0f} GFLOP/s:")
+    print("| script | GFLOP/image (project) | project GFLOP/s | share of that rate "
+          "| epoch at that rate | speed-up over the tutorial at that rate |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for script in args.scripts:

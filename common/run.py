@@ -205,7 +205,9 @@ class Run:
             if self.rank == 0:
                 last = ", ".join(f"{n} {self.history.columns[n][-1]:.4f}" for n in self.losses) \
                     if self.history.columns["epoch"] else "no iterations"
-                print(f"Done in {clock(time.monotonic() - self.progress.started)}; final {last}. Outputs in "
+                gpu = f"; peak GPU memory {torch.cuda.max_memory_allocated(self.device) / 2**20:.0f} MiB" \
+                    if self.device.type == "cuda" else ""
+                print(f"Done in {clock(time.monotonic() - self.progress.started)}; final {last}{gpu}. Outputs in "
                       f"{self.outdir}/: samples/, progress.gif, losses.png, history.csv, checkpoint.pt and the figures.")
         self.release()
 

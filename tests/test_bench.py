@@ -18,5 +18,9 @@ def test_benchmark_runs_all_three_side_by_side(tmp_path):
     limits = [line.split("|") for line in p.stdout.splitlines() if line.startswith("| ") and " s | " in line]
     assert [r[1].strip() for r in limits] == ["gan_mnist", "dcgan_mnist", "dcgan_celeba"]
     gflop = {r[1].strip(): float(r[2]) for r in limits}
+    # the dense rates, each with the precision it ran in (bfloat16 too: the --amp path)
+    rates = [line.split("|") for line in p.stdout.splitlines()
+             if line.startswith(("| matrix product |", "| 1x1 convolution |"))]
+    assert {r[2].strip() for r in rates} == {"float32 (IEEE)", "bfloat16"} and all(float(r[3]) > 0 for r in rates)
     assert abs(gflop["gan_mnist"] - 0.0057) < 0.0002  # by hand: 2.84 million multiply-adds per image
     assert gflop["gan_mnist"] < gflop["dcgan_mnist"] < gflop["dcgan_celeba"]
