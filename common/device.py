@@ -129,7 +129,7 @@ def bare(net):
 def data_parallel_gpus(net):
     """How many GPUs nn.DataParallel splits each batch over (1 without it): each normalises its
     share with BatchNorm on its own, so this changes the math."""
-    return next((len(m.device_ids) for m in wrappers(net) if isinstance(m, nn.DataParallel)), 1)
+    return next((max(1, len(m.device_ids)) for m in wrappers(net) if isinstance(m, nn.DataParallel)), 1)
 
 
 class Autocast(nn.Module):

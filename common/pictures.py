@@ -126,16 +126,12 @@ def plot_curves(history, names, path, title, ylabel):
     for name in names:
         line, = ax.plot(steps, history[name][::every], alpha=0.25, linewidth=0.8)
         ax.plot(steps, smooth(history[name], smoothing_weight(n))[::every], color=line.get_color(), label=name)
-    starts = {history["epoch"][k]: k for k in range(n - 1, -1, -1)}  # epoch -> its first row
+    starts = epoch_starts(history["epoch"])
     marked = len(starts) <= 60
-    for k in sorted(starts.values())[1:] if marked else []:
+    for k in list(starts.values())[1:] if marked else []:
         ax.axvline(k, color="grey", linewidth=0.5, alpha=0.5)
     if not marked:  # too many epochs for lines: label the x axis in epochs instead, at round numbers
-        last = history["epoch"][-1] + 1
-        step = nice_step(last)
-        ticks = {starts[e]: e for e in range(0, last, step) if e in starts}
-        if last % step == 0:
-            ticks[n] = last
+        ticks = epoch_ticks(history["epoch"])
         ax.set_xticks(list(ticks), [str(e) for e in ticks.values()])
     ax.set(title=title, ylabel=ylabel,
            xlabel="iterations (grey lines: epoch starts)" if marked else "epochs done")
@@ -143,6 +139,24 @@ def plot_curves(history, names, path, title, ylabel):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def epoch_starts(epochs):
+    """epoch -> the row where it starts, in order, for a history's epoch column."""
+    starts = {}
+    for k, e in enumerate(epochs):
+        starts.setdefault(e, k)
+    return starts
+
+
+def epoch_ticks(epochs, most=10):
+    """{row: epochs done there} at round numbers of epochs (0, 50, 100 ...), the end included."""
+    starts, done = epoch_starts(epochs), epochs[-1] + 1
+    step = nice_step(done, most)
+    ticks = {starts[e]: e for e in range(0, done, step) if e in starts}
+    if done % step == 0:
+        ticks[len(epochs)] = done
+    return ticks
 
 
 def real_vs_fake(real, fake, path, nrow=8):

@@ -1,0 +1,356 @@
+"""The device check: one command that shows the CUDA path right on a lent GPU, and prints one
+table last, a row per check with pass / FAIL and its figure.
+
+    python benchmarks/gpu_check.py --logdir "$OUT"             # on a GPU (about 6 minutes on an H100)
+    python benchmarks/gpu_check.py --small --logdir /tmp/check  # the same checks, tiny, on the CPU
+
+The small form runs in CI (tests/test_gpu_check.py), so this script is known to work before a GPU
+minute is spent on it. What each check shows:
+
+  pixel table       DataLoader's batches on the device equal the dataset's own ToTensor+Normalize
+                    on the CPU, bit for bit (dividing by 255 on a GPU would not)
+  RNG               training the reference digit classifier leaves the CPU and CUDA generators alone
+  NaN               a diverging dcgan_celeba run ends in one sentence, exit 3, the last checkpoint
+                    intact, and CUDA still usable in the same process
+  host syncs        none in steady-state iterations between log lines (torch.cuda.set_sync_debug_mode)
+  dcgan_celeba      on synthetic 178x218 JPEG faces: two runs bit-identical; SIGINT mid-epoch and
+                    --resume equal to a straight run; --stream equal to in-memory; torchrun (nccl
+                    on a GPU) trains, stops on SIGTERM and resumes; --ngpu 2 on one GPU runs with its
+                    notice; --amp, --channels-last, --compile, --cudnn-benchmark each train
+  speed             benchmarks/bench.py: the tutorial's loop against the script, side by side
+  tests             the test suite on this machine's device
+
+Everything a check prints goes to <logdir>/gpu_check.log; the table, as it grows, to
+<logdir>/gpu_check.md (so a run cut short still tells what it reached). Needs imageio besides
+torch, torchvision, tqdm, matplotlib and pytest (carry its wheel to a machine without it).
+"""
+import argparse
+import contextlib
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
+if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):  # before the first product (bench.py)
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+
+import torch  # noqa: E402
+
+import common  # noqa: E402
+from common import quality  # noqa: E402
+
+
+class Report:
+    """The rows of the table, and the log every check writes into."""
+
+    def __init__(self, logdir):
+        os.makedirs(logdir, exist_ok=True)
+        self.log_path, self.table_path = os.path.join(logdir, "gpu_check.log"), os.path.join(logdir, "gpu_check.md")
+        self.log = open(self.log_path, "w")
+        self.rows = []
+
+    def write(self, text):
+        self.log.write(text if text.endswith("\n") else text + "\n")
+        self.log.flush()
+
+    def check(self, name, f, *args):
+        """Run f(*args) -> (passed: True / False / None for n/a, figure); an exception fails the row."""
+        self.write(f"\n===== {name} =====")
+        t0 = time.monotonic()
+        try:
+            passed, figure = f(*args)
+        except Exception as e:
+            self.write(traceback.format_exc())
+            passed, figure = False, f"{type(e).__name__}: {common.errors.first_line(e)[:200]}"
+        result = {True: "pass", False: "FAIL", None: "n/a"}[passed]
+        self.rows.append((name, result, figure, time.monotonic() - t0))
+        self.write(f"-> {result}: {figure}")
+        print(f"{result:4s}  {name}: {figure}", flush=True)
+        with open(self.table_path, "w") as f:
+            f.write(self.table())
+
+    def table(self):
+        lines = ["| check | result | figure | s |", "|---|---|---|---|"]
+        lines += [f"| {name} | {result} | {figure} | {s:.0f} |" for name, result, figure, s in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def run(report, command, env=None, timeout=900):
+    """A command from the repository root, its output into the log; returns (exit code, output)."""
+    report.write("$ " + " ".join(map(str, command)))
+    p = subprocess.run([str(c) for c in command], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    report.write(p.stdout + p.stderr + f"(exit {p.returncode})")
+    return p.returncode, p.stdout + p.stderr
+
+
+def script(*argv, faults=(), torchrun=False):
+    """The command line of `python dcgan_celeba.py argv` (through tests/faults.py with faults, under
+    torchrun --standalone --nproc_per_node=1 with torchrun)."""
+    target = [os.path.join(ROOT, "tests", "faults.py"), *faults, "dcgan_celeba.py"] if faults else ["dcgan_celeba.py"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"] if torchrun \
+        else [sys.executable]
+    return launcher + target + list(argv)
+
+
+def same_run(a, b):
+    """Two run folders whose checkpoints and history.csv are equal, bit for bit: (True, '') or (False, why)."""
+    from conftest import assert_same
+    try:
+        assert_same(torch.load(os.path.join(a, "checkpoint.pt"), weights_only=True),
+                    torch.load(os.path.join(b, "checkpoint.pt"), weights_only=True))
+    except AssertionError as e:
+        return False, f"checkpoints differ at {e}"
+    if open(os.path.join(a, "history.csv"), "rb").read() != open(os.path.join(b, "history.csv"), "rb").read():
+        return False, "history.csv differs"
+    return True, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks
+# ---------------------------------------------------------------------------------------------
+
+class Images(torch.utils.data.Dataset):
+    """uint8 images served as PIL images through a transform, as torchvision's datasets do."""
+
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, k):
+        from PIL import Image
+        pixels = self.images[k].permute(1, 2, 0).numpy()
+        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
+
+
+def pixel_table(device):
+    import torchvision.transforms as T
+    differ = total = 0
+    for channels, mean, std in [(1, (0.5,), (0.5,)), (3, (0.5,) * 3, (0.5,) * 3),
+                                (3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]:
+        values = torch.arange(256, dtype=torch.uint8).repeat(8)[torch.randperm(2048)]  # every value, shuffled
+        images = values.view(8, 1, 16, 16).expand(8, channels, 16, 16).contiguous()
+        transform = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        loader = common.DataLoader(Images(images, transform), batch_size=8, shuffle=False, device=device, seed=0)
+        batch = next(iter(loader))[0].cpu()
+        expected = torch.stack([Images(images, transform)[k][0] for k in range(8)])
+        differ, total = differ + (batch != expected).sum().item(), total + expected.numel()
+    v = torch.arange(256)
+    naive = (v.to(device).float().div(255).cpu() != v.float().div(255)).sum().item()
+    return differ == 0, f"{differ} of {total} values differ from the CPU transform (x/255 on {device.type}: " \
+                        f"{naive} of 256 would)"
+
+
+def rng_untouched(device):
+    images, labels = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (300,))
+    torch.manual_seed(5)
+    state = lambda: (torch.get_rng_state(), torch.cuda.get_rng_state_all() if device.type == "cuda" else [])  # noqa
+    before = state()
+    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
+        quality.classifier(images, labels, [d], device)  # trains it
+        quality.classifier(images, labels, [d], device)  # loads it
+    after = state()
+    same = torch.equal(before[0], after[0]) and all(torch.equal(a, b) for a, b in zip(before[1], after[1]))
+    return same, f"CPU generator {'unchanged' if torch.equal(before[0], after[0]) else 'CHANGED'}, " \
+                 f"{len(before[1])} CUDA generator(s) " + \
+        ("unchanged" if all(torch.equal(a, b) for a, b in zip(before[1], after[1])) else "CHANGED")
+
+
+def nan_run(device, faces, size_args, outdir):
+    from conftest import call
+    from faults import faulty_iter
+    original = common.DataLoader.__iter__
+    common.DataLoader.__iter__ = faulty_iter(nan_at="1:1")
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = call("dcgan_celeba", "--dataroot", faces, *size_args, "--device", device.type, "--epochs", 3,
+                        "--checkpoint-every", 1, "--outdir", outdir)
+    finally:
+        common.DataLoader.__iter__ = original
+    lines = err.getvalue().strip().splitlines()
+    ckpt = torch.load(os.path.join(outdir, "checkpoint.pt"), weights_only=True)
+    finite = all(torch.isfinite(t).all() for t in ckpt["netD"].values() if t.is_floating_point())
+    usable = torch.ones(3, device=device).sum().item() == 3  # CUDA still works in this process
+    ok = code == 3 and len(lines) == 1 and "epoch 1, iteration 1" in lines[0] and finite and usable and \
+        (ckpt["epoch"], ckpt["iteration"]) == (1, 1)
+    return ok, f"exit {code}, {len(lines)} line: {lines[-1][:80] if lines else ''}...; checkpoint at " \
+               f"({ckpt['epoch']}, {ckpt['iteration']}), weights finite {finite}; {device.type} usable after: {usable}"
+
+
+def no_host_sync(device, faces, outdir, window):
+    if device.type != "cuda":
+        return None, "no host-device synchronisation exists on the CPU"
+    from conftest import call
+    original, first, last = common.DataLoader.__iter__, *window
+
+    def watched(self):  # sync debug mode on from batch `first` to `last` of epoch 0
+        for i, batch in enumerate(original(self), self.start):
+            torch.cuda.set_sync_debug_mode("warn" if first <= i < last and self.epoch == 0 else 0)
+            yield batch
+        torch.cuda.set_sync_debug_mode(0)
+    common.DataLoader.__iter__, draw_every = watched, common.run.DRAW_EVERY
+    common.run.DRAW_EVERY = 10**9
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("always")
+            code = call("dcgan_celeba", "--dataroot", faces, "--batch-size", 32, "--epochs", 1, "--workers", 2,
+                        "--checkpoint-every", 10**6, "--outdir", outdir)
+    finally:
+        common.DataLoader.__iter__, common.run.DRAW_EVERY = original, draw_every
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    for s in syncs[:5]:
+        print(s, file=sys.stderr)
+    return code == 0 and not syncs, f"{len(syncs)} synchronizing calls in iterations {first}..{last - 1} (exit {code})"
+
+
+def celeba_runs(report, device, faces, size_args, tmp, small):
+    """The dcgan_celeba rows: repeat, resume, stream, torchrun, --ngpu 2, the opt-in flags."""
+    base = ["--dataroot", faces, *size_args, "--device", device.type, "--epochs", 2, "--checkpoint-every", 1000]
+    folder = lambda name: os.path.join(tmp, name)  # noqa: E731
+
+    def straight():
+        codes = [run(report, script(*base, "--outdir", folder(k)))[0] for k in "ab"]
+        ok, why = same_run(folder("a"), folder("b")) if codes == [0, 0] else (False, f"exits {codes}")
+        return ok, why or "checkpoints and history.csv identical"
+    report.check("dcgan_celeba: two runs bit-identical", straight)
+
+    def resume():
+        code, out = run(report, script(*base, "--outdir", folder("c"), faults=("--signal-at", "1:1/SIGINT")))
+        stopped = re.search(r"Stopped at epoch (\d+), iteration (\d+)", out)
+        code2, _ = run(report, script(*base, "--outdir", folder("c"), "--resume"))
+        ok, why = same_run(folder("a"), folder("c"))
+        return ok and code == 130 and code2 == 0, \
+            f"exit {code} ({stopped[0] if stopped else 'no stop line'}), resume exit {code2}: {why or 'identical'}"
+    report.check("dcgan_celeba: SIGINT mid-epoch + --resume = straight", resume)
+
+    def stream():
+        code, _ = run(report, script(*base, "--outdir", folder("d"), "--stream", "--workers", 2))
+        ok, why = same_run(folder("a"), folder("d"))
+        return ok and code == 0, why or "identical to the in-memory run"
+    report.check("dcgan_celeba: --stream = in-memory", stream)
+
+    def torchrun():
+        code, out = run(report, script(*base, "--outdir", folder("e"), torchrun=True))
+        code2, out2 = run(report, script(*base, "--outdir", folder("f"), faults=("--signal-at", "1:1/SIGTERM"),
+                                         torchrun=True))
+        stopped = re.search(r"Stopped at epoch (\d+), iteration (\d+)", out2)
+        code3, _ = run(report, script(*base, "--outdir", folder("f"), "--resume", torchrun=True))
+        ok, why = same_run(folder("e"), folder("f"))
+        plain, _ = same_run(folder("a"), folder("e"))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        return ok and code == 0 and stopped is not None and code3 == 0, \
+            f"{backend}: trains (exit {code}); SIGTERM: {stopped[0] if stopped else 'no stop line'}; resumed " \
+            f"(exit {code3}) {why or 'identical to a straight torchrun run'}; equal to the plain run: {plain}"
+    report.check("dcgan_celeba: torchrun --standalone --nproc_per_node=1", torchrun)
+
+    def ngpu():  # (--device auto: on a machine without CUDA the notice says so)
+        code, out = run(report, script("--dataroot", faces, *size_args, "--epochs", 1, "--ngpu", 2,
+                                       "--outdir", folder("g")))
+        notice = next((line for line in out.splitlines() if line.startswith("notice: --ngpu 2")), None)
+        return code == 0 and notice is not None, f"exit {code}; {notice or 'no notice'}"
+    report.check("dcgan_celeba: --ngpu 2 on one GPU", ngpu)
+
+    for flag in ["--amp", "--channels-last", "--compile", "--cudnn-benchmark"]:
+        def flagged(flag=flag):
+            if small and flag == "--compile":
+                return None, "left out of the small form (compiling takes minutes on 2 cores; tests/test_speed.py runs it)"
+            code, out = run(report, script(*base[:-4], "--epochs", 1, flag, "--outdir", folder(flag.strip("-"))))
+            epoch = re.search(r"epoch 1/1 done in ([\d.]+) s \((\d+) img/s\)", out)
+            final = re.search(r"final loss_d ([\d.na]+), loss_g ([\d.na]+)", out)
+            return code == 0 and final is not None, \
+                f"exit {code}; epoch 1 {epoch[1] + ' s, ' + epoch[2] + ' img/s' if epoch else '?'} (compiling " \
+                f"included where it applies); {final[0] if final else 'no final line'}"
+        report.check(f"dcgan_celeba {flag}", flagged)
+
+
+def speed(report, device, faces_root, n_faces, epochs):
+    code, out = run(report, [sys.executable, "benchmarks/bench.py", "--device", device.type, "--scripts", "dcgan_celeba",
+                             "--celeba", faces_root, "--faces", n_faces, "--epochs", epochs, "--repeats", 1], timeout=1800)
+    row = next((line for line in out.splitlines() if line.startswith("| dcgan_celeba |")), None)
+    rates = [line for line in out.splitlines() if line.startswith(("| matrix product |", "| 1x1 convolution |"))]
+    if code != 0 or row is None:
+        return False, f"exit {code}"
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    figure = (f"{cells[1]} faces: whole command {cells[4]}, loop {cells[7]} faster than the tutorial; images/s "
+              f"(tutorial / script) {cells[8]}; peak GPU memory {cells[10]}; dense GFLOP/s: "
+              + "; ".join(" ".join(c.strip() for c in r.strip("|").split("|")) for r in rates))
+    return True, figure
+
+
+def test_suite(report, device, selection):
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"] + \
+        (["-k", selection] if selection else [])
+    code, out = run(report, command, timeout=1800)
+    summary = next((line for line in reversed(out.splitlines()) if " passed" in line or " failed" in line), "")
+    return code == 0, f"on {device.type}: {summary.strip('= ')}" + ("" if selection is None else f" (-k {selection!r})")
+
+
+def driver_version():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--logdir", required=True, help="where gpu_check.log and gpu_check.md go")
+    p.add_argument("--small", action="store_true", help="tiny sizes and a few tests: the CPU form CI runs")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    report = Report(args.logdir)
+    tmp = tempfile.mkdtemp(prefix="gpu_check_")
+    small = args.small
+    # The data: synthetic 178x218 JPEG faces (aligned CelebA's size), made on every core
+    from bench import make_faces
+    faces = os.path.join(tmp, "faces")
+    make_faces(os.path.join(faces, "img_align_celeba"), 24 if small else 2048)
+    size_args = ["--batch-size", 8, "--ngf", 8, "--ndf", 8, "--workers", 0] if small else \
+        ["--batch-size", 128, "--workers", 2]  # the tutorial's networks and batch: 16 batches per epoch
+    header = (f"device {device}" + (f" ({torch.cuda.get_device_name(device)}, driver {driver_version()}, CUDA "
+                                    f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})"
+                                    if device.type == "cuda" else "")
+              + f", torch {torch.__version__}, python {sys.version.split()[0]}, {'small' if small else 'full'} form")
+    report.write(header)
+    print(header, flush=True)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+    report.check("pixel table exact on the device", pixel_table, device)
+    report.check("classifier leaves the RNGs alone", rng_untouched, device)
+    report.check("NaN: one sentence, exit 3, CUDA usable after", nan_run, device, faces, size_args,
+                 os.path.join(tmp, "nan"))
+    report.check("no host sync in steady-state iterations", no_host_sync, device, faces, os.path.join(tmp, "sync"),
+                 (3, 5) if small else (3, 48))
+    celeba_runs(report, device, faces, size_args, tmp, small)
+    bench_faces = os.path.join(tmp, "bench_faces")
+    report.check("speed: bench.py, tutorial loop against the script", speed, report, device, bench_faces,
+                 24 if small else 4096, 1)
+    report.check("test suite", test_suite, report, device, "network_shapes or init_statistics" if small else None)
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    failed = [name for name, result, _, _ in report.rows if result == "FAIL"]
+    print("\n" + header + "\n\n" + report.table())
+    print(f"{len(report.rows) - len(failed)} of {len(report.rows)} checks passed or n/a"
+          + (f"; failed: {', '.join(failed)}" if failed else "") + f". Log: {report.log_path}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    main()

@@ -1,0 +1,211 @@
+"""Issue: the CUDA path right before a GPU is lent. Each defect found by reading, as far as its
+logic runs on the CPU; tests that compare devices run on every device this machine has (a GPU
+machine runs the same file: benchmarks/gpu_check.py does)."""
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision.transforms as T
+from PIL import Image
+
+import common
+from common import quality
+from common.run import watch_for_nan
+from conftest import assert_same, call, data_args, load
+from faults import faulty_iter
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+class PILImages(torch.utils.data.Dataset):
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, k):
+        pixels = self.images[k].permute(1, 2, 0).numpy()
+        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels,mean,std", [(1, (0.5,), (0.5,)), (3, (0.5,) * 3, (0.5,) * 3),
+                                               (3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+def test_every_byte_value_comes_out_as_the_cpu_transform_makes_it(device, channels, mean, std):
+    """The batches on the device hold exactly what the dataset's own ToTensor + Normalize make on
+    the CPU, for all 256 values in every channel (CUDA's x / 255 differs in 126 of them)."""
+    values = torch.arange(256, dtype=torch.uint8).repeat(4)[torch.randperm(1024)]
+    images = values.view(4, 1, 16, 16).expand(4, channels, 16, 16).contiguous()
+    transform = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+    loader = common.DataLoader(PILImages(images, transform), batch_size=4, shuffle=False,
+                               device=torch.device(device), seed=0)
+    batch = next(iter(loader))[0]
+    assert batch.device.type == device
+    expected = torch.stack([PILImages(images, transform)[k][0] for k in range(4)])
+    assert torch.equal(batch.cpu(), expected)
+
+
+def test_batches_do_not_go_through_normalize(monkeypatch):
+    """torchvision's Normalize, called on a GPU batch, copies its mean and std to the device and
+    reads (std == 0).any() back: host syncs every batch. The loader looks its table up instead."""
+    images = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8)
+    transform = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
+    loader = common.DataLoader(PILImages(images, transform), batch_size=4, device=torch.device("cpu"), seed=0)
+
+    def refuse(*a, **k):
+        raise AssertionError("Normalize called for a batch")
+    monkeypatch.setattr(T.Normalize, "forward", refuse)
+    assert [x.shape for x, _ in loader] == [(4, 3, 4, 4)] * 2
+
+
+def test_the_nan_guard_leaves_finite_outputs_and_gradients_alone():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())
+    watched = copy.deepcopy(net)
+    seen = watch_for_nan(watched, torch.device("cpu"))
+    x = torch.randn(16, 4)
+    out, out_w = net(x), watched(x)
+    assert torch.equal(out, out_w) and not seen
+    nn.BCELoss()(out, torch.ones(16, 1)).backward()
+    nn.BCELoss()(out_w, torch.ones(16, 1)).backward()
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(net.parameters(), watched.parameters()))
+    x[3, 0] = float("nan")
+    out_w = watched(x)
+    assert seen and out_w[3].item() == 0.5 and torch.isfinite(out_w).all()  # BCELoss never sees the NaN
+
+
+@pytest.mark.parametrize("script", ["dcgan_celeba", "gan_mnist"])
+def test_a_nan_never_reaches_bceloss(script, tmp_path, mnist_root, celeba_root, capsys, monkeypatch):
+    """On a GPU, BCELoss meeting a NaN is a device-side assert that ends CUDA for the process (the
+    pictures and the checkpoint could not be read any more). The run stops in one sentence before."""
+    real_forward = nn.BCELoss.forward
+
+    def finite_only(self, input, target):
+        assert torch.isfinite(input).all(), "BCELoss was given a NaN"
+        return real_forward(self, input, target)
+    monkeypatch.setattr(nn.BCELoss, "forward", finite_only)
+    monkeypatch.setattr(common.DataLoader, "__iter__", faulty_iter(nan_at="1:1"))
+    assert call(script, *data_args(script, mnist_root, celeba_root), "--epochs", 3, "--outdir", tmp_path) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "epoch 1, iteration 1" in err
+    assert torch.ones(2, device=DEVICES[-1]).sum().item() == 2  # the device still works
+
+
+def test_training_the_classifier_reseeds_no_cuda_generator(tmp_path, monkeypatch):
+    """torch.manual_seed reseeds every CUDA generator too, which fork_rng(devices=[]) does not give
+    back: a first run with --eval-every would train differently from one without it."""
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
+    images, labels = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (60,))
+    quality.classifier(images, labels, [str(tmp_path)], torch.device("cpu"))
+    assert reseeded == []
+
+
+def test_torchrun_with_more_processes_than_gpus_is_one_sentence(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(common.UserError, match="more processes on this machine than it has GPUs.*--nproc_per_node=1"):
+        common.pick_device("auto")
+    assert common.pick_device("cpu") == torch.device("cpu")  # --device cpu runs them on the CPU
+
+
+@pytest.mark.parametrize("device,backend", [("cpu", "gloo"), ("cuda", "nccl")])
+def test_torchrun_takes_the_backend_of_the_device_asked_for(device, backend, monkeypatch):
+    import torch.distributed as dist
+    chosen = []
+    monkeypatch.setattr(dist, "init_process_group", lambda name, **k: chosen.append(name))
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert common.init_distributed(torch.device(device)) == (0, 2)
+    assert chosen == [backend]
+
+
+def test_a_cublas_setting_that_is_not_deterministic_is_replaced_with_a_notice(monkeypatch, capsys):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":0:0")
+    common.seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and "does not make cuBLAS deterministic" in \
+        capsys.readouterr().out
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # one of the two that are: kept
+    common.seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8" and capsys.readouterr().out == ""
+    torch.use_deterministic_algorithms(False)
+
+
+def test_amp_keeps_the_last_sigmoid_in_float32():
+    """In bfloat16, sigmoid(7) is exactly 1.0, where its gradient is 0: D would learn nothing from a
+    fake it takes for real. Under --amp the last sigmoid runs in float32."""
+    assert torch.sigmoid(torch.tensor(7.0, dtype=torch.bfloat16)).item() == 1.0
+    net = nn.Sequential(nn.Linear(1, 1), nn.Sigmoid())
+    with torch.no_grad():
+        net[0].weight.fill_(7.0)
+        net[0].bias.zero_()
+    fast = common.speed_up(net, torch.device("cpu"), amp=True)
+    out = fast(torch.ones(1, 1))
+    assert out.dtype == torch.float32 and out.item() < 1.0
+    nn.BCELoss()(out, torch.zeros(1, 1)).backward()
+    assert net[0].weight.grad.abs().item() > 0
+
+
+def test_checkpoints_hold_cpu_tensors_only(runs):
+    """Loaded without map_location, every tensor is on the CPU: a checkpoint trained on a GPU loads
+    on a machine without one (meaningful where this suite runs on a GPU)."""
+    ckpt = torch.load(os.path.join(runs["dcgan_celeba"]["a"], "checkpoint.pt"), weights_only=True)
+    tensors = []
+
+    def walk(x):
+        if torch.is_tensor(x):
+            tensors.append(x)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+    walk(ckpt)
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+
+
+def test_a_resume_where_the_bits_would_differ_says_so_in_one_line(tmp_path, mnist_root, capsys):
+    """The thread count (on a CPU), the device, the GPU, torch, deterministic mode: recorded; a
+    resume under others goes on, saying that it will not end where a straight run would have."""
+    args = ["--dataroot", mnist_root, "--batch-size", 16, "--outdir", tmp_path]
+    assert call("gan_mnist", *args, "--epochs", 1) == 0
+    assert call("gan_mnist", *args, "--epochs", 2, "--resume") == 0
+    assert "notice" not in capsys.readouterr().out  # the same machine: nothing to say
+    ckpt = load(tmp_path)
+    assert ckpt["machine"]["torch"] == str(torch.__version__)
+    ckpt["machine"]["threads"] = 999
+    torch.save(ckpt, os.path.join(tmp_path, "checkpoint.pt"))
+    assert call("gan_mnist", *args, "--epochs", 3, "--resume") == 0
+    notices = [line for line in capsys.readouterr().out.splitlines() if line.startswith("notice")]
+    assert len(notices) == 1 and "threads 999 -> " in notices[0] and "bit for bit" in notices[0]
+
+
+def test_switching_to_stream_on_resume_stays_bit_exact(runs, tmp_path, mnist_root):
+    args = data_args("dcgan_mnist", mnist_root, "") + ["--checkpoint-every", "2", "--outdir", tmp_path]
+    assert call("dcgan_mnist", *args, "--epochs", 1) == 0
+    assert call("dcgan_mnist", *args, "--epochs", 2, "--resume", "--stream") == 0
+    assert_same(load(runs["dcgan_mnist"]["a"]), load(tmp_path))
+
+
+def test_the_device_check_runs_in_its_small_form(tmp_path):
+    """benchmarks/gpu_check.py on the CPU, tiny: every row passes (or is n/a on the CPU)."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--small", "--device", "cpu",
+                        "--logdir", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    table = open(tmp_path / "gpu_check.md").read()
+    for check in ["pixel table", "RNGs", "NaN", "host sync", "bit-identical", "--resume", "--stream", "torchrun",
+                  "--ngpu 2", "--amp", "--channels-last", "--cudnn-benchmark", "speed", "test suite"]:
+        assert check in table, check
+    assert "FAIL" not in table and p.stdout.rstrip().endswith("gpu_check.log")
+    assert os.path.getsize(tmp_path / "gpu_check.log") > 1000
