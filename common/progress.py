@@ -1,8 +1,9 @@
 """Progress: a bar for each epoch (on a terminal only) and the run's ETA.
 
 The ETA counts everything the user still waits for: the batches left at the recent pace (the
-work after each epoch included), the pictures still to be drawn on their cadence, and the last,
-largest drawing at the end.
+work after each epoch included; the first epoch, slowed by warming up, left out once a second is
+under way), the pictures still to be drawn on their cadence, the last, largest drawing at the
+end, and the process's exit.
 
     progress = Progress(epochs, batches, batch_size, n_images)
     progress.start_epoch(epoch, first_batch)
@@ -17,6 +18,9 @@ import time
 # The ETA's pace is measured over about this many seconds of the latest wall time: long enough to
 # average in several drawings of the pictures, short enough to follow a pace that drifts.
 PACE_WINDOW = 120
+# What the process takes to end after its last line: Python unloading torch and its libraries
+# (0.7 to 1.7 s measured on a 2-core CPU; see BENCHMARKS.md).
+EXIT_SECONDS = 1.0
 
 
 class Progress:
@@ -28,6 +32,7 @@ class Progress:
         self.draw_total = 0.0  # seconds spent drawing the pictures so far
         self.plot_seconds, self.gif_frame_seconds = 0.0, 0.0  # the latest drawing: all but the GIF; the GIF per frame
         self.marks = collections.deque([(self.started, 0, 0.0)])  # (time, batches done, drawing seconds)
+        self.warm_up, self.epochs_done = self.marks[0], 0
         self.bar, self.epoch, self.first_batch, self.epoch_started = None, 0, 0, self.started
 
     def start_epoch(self, epoch, first_batch):
@@ -53,7 +58,10 @@ class Progress:
         """The epoch's work is done: close its bar; returns (seconds, images per second)."""
         seconds = time.monotonic() - self.epoch_started
         self.bar.close()
+        self.epochs_done += 1
         self.marks.append((time.monotonic(), self.batches_done, self.draw_total))
+        if self.epochs_done == 1:
+            self.warm_up = self.marks.popleft()  # the first epoch warms up: no pace to go by, once there is another
         images = min((self.batches - self.first_batch) * self.batch_size, self.n_images)
         return seconds, images / max(seconds, 1e-9)
 
@@ -67,6 +75,8 @@ class Progress:
         while len(self.marks) > 1 and now - self.marks[1][0] >= PACE_WINDOW:
             self.marks.popleft()
         since, batches, drawn = self.marks[0]
+        if batches == self.batches_done:  # nothing done since the first epoch ended: its pace is all there is
+            since, batches, drawn = self.warm_up
         pace = (now - since - (self.draw_total - drawn)) / max(self.batches_done - batches, 1)
         left = (self.epochs - self.epoch - 1) * self.batches + self.batches - next_batch
         # The pictures: redrawn every draw_every seconds while training goes on, and once more at the
@@ -75,7 +85,7 @@ class Progress:
         drawings = left * pace / self.draw_every
         during = drawings * (self.plot_seconds + self.gif_frame_seconds * (frames_now + frames_end) / 2)
         last = self.plot_seconds + self.gif_frame_seconds * frames_end
-        return left * pace + during + last
+        return left * pace + during + last + EXIT_SECONDS
 
 
 def progress_bar(total, initial, desc):

@@ -22,5 +22,10 @@ def test_benchmark_runs_all_three_side_by_side(tmp_path):
     rates = [line.split("|") for line in p.stdout.splitlines()
              if line.startswith(("| matrix product |", "| 1x1 convolution |"))]
     assert {r[2].strip() for r in rates} == {"float32 (IEEE)", "bfloat16"} and all(float(r[3]) > 0 for r in rates)
+    # the device check reads this output into its speed row (its small form leaves the run out)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from gpu_check import speed_figure
+    figure = speed_figure(p.stdout)
+    assert figure.startswith("24 faces: whole command ") and "bfloat16" in figure
     assert abs(gflop["gan_mnist"] - 0.0057) < 0.0002  # by hand: 2.84 million multiply-adds per image
     assert gflop["gan_mnist"] < gflop["dcgan_mnist"] < gflop["dcgan_celeba"]

@@ -131,7 +131,9 @@ def test_a_tilde_in_outdir_is_the_home_folder(tmp_path, monkeypatch):
 def test_the_eta_counts_the_last_drawing_at_the_size_it_will_have(monkeypatch):
     """10 epochs of 10 batches, one second a batch; after the first epoch the pictures took 2 s,
     1 s of it a GIF of 2 frames. Left: 90 batches (90 s); 3 drawings on the 30 s cadence, each
-    1 s of plots + 0.5 s per frame for (2 + 11) / 2 frames on average; the last: 1 s + 11 frames."""
+    1 s of plots + 0.5 s per frame for (2 + 11) / 2 frames on average; the last: 1 s + 11 frames;
+    then the process's exit. Once a second epoch is under way, the first (warming up) no longer
+    counts in the pace."""
     now = [0.0]
     monkeypatch.setattr(common.progress.time, "monotonic", lambda: now[0])
     progress = Progress(epochs=10, batches=10, batch_size=4, n_images=40, draw_every=30)
@@ -142,7 +144,13 @@ def test_the_eta_counts_the_last_drawing_at_the_size_it_will_have(monkeypatch):
     now[0] += 2
     progress.drawn(2.0, 1.0, 2)
     progress.end_epoch()
-    assert progress.eta(10) == pytest.approx(90 + 3 * (1 + 0.5 * 13 / 2) + (1 + 0.5 * 11))
+    exit = common.progress.EXIT_SECONDS
+    assert progress.eta(10) == pytest.approx(90 + 3 * (1 + 0.5 * 13 / 2) + (1 + 0.5 * 11) + exit)
+    progress.start_epoch(1, 0)  # the second epoch runs at 0.5 s a batch: its pace alone counts
+    for i in range(4):
+        now[0] += 0.5
+        progress.batch_done(i)
+    assert progress.eta(4) == pytest.approx(86 * 0.5 + 86 * 0.5 / 30 * (1 + 0.5 * 13 / 2) + (1 + 0.5 * 11) + exit)
 
 
 def test_a_short_runs_smoothed_curve_keeps_up_with_it():
