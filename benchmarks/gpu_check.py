@@ -1,7 +1,7 @@
 """The device check: one command that shows the CUDA path right on a lent GPU, and prints one
 table last, a row per check with pass / FAIL and its figure.
 
-    python benchmarks/gpu_check.py --logdir "$OUT"             # on a GPU (about 6 minutes on an H100)
+    python benchmarks/gpu_check.py --logdir "$OUT"             # on a GPU; stops at --seconds (480)
     python benchmarks/gpu_check.py --small --logdir /tmp/check  # the same checks, tiny, on the CPU
 
 The small form runs in CI (tests/test_gpu_check.py), so this script is known to work before a GPU
@@ -15,8 +15,10 @@ minute is spent on it. What each check shows:
   host syncs        none in steady-state iterations between log lines (torch.cuda.set_sync_debug_mode)
   dcgan_celeba      on synthetic 178x218 JPEG faces: two runs bit-identical; SIGINT mid-epoch and
                     --resume equal to a straight run; --stream equal to in-memory; torchrun (nccl
-                    on a GPU) trains, stops on SIGTERM and resumes; --ngpu 2 on one GPU runs with its
-                    notice; --amp, --channels-last, --compile, --cudnn-benchmark each train
+                    on a GPU) trains, stops on SIGTERM and resumes, and its collectives work on this
+                    device's backend (in a world of one process: one GPU allows no more); --ngpu 2
+                    on one GPU runs with its notice; --amp, --channels-last, --compile,
+                    --cudnn-benchmark each train
   speed             benchmarks/bench.py: the tutorial's loop against the script, side by side
   tests             the test suite on this machine's device
 
@@ -52,7 +54,8 @@ from common import quality  # noqa: E402
 class Report:
     """The rows of the table, and the log every check writes into."""
 
-    def __init__(self, logdir):
+    def __init__(self, logdir, seconds):
+        self.deadline = time.monotonic() + seconds  # what is not done by then is said to be so
         os.makedirs(logdir, exist_ok=True)
         self.log_path, self.table_path = os.path.join(logdir, "gpu_check.log"), os.path.join(logdir, "gpu_check.md")
         self.log = open(self.log_path, "w")
@@ -67,6 +70,8 @@ class Report:
         self.write(f"\n===== {name} =====")
         t0 = time.monotonic()
         try:
+            if t0 > self.deadline:
+                raise TimeoutError("not run: past the deadline (--seconds)")
             passed, figure = f(*args)
         except Exception as e:
             self.write(traceback.format_exc())
@@ -84,13 +89,22 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
-def run(report, command, env=None, timeout=900):
-    """A command from the repository root, its output into the log; returns (exit code, output)."""
+def run(report, command, env=None):
+    """A command from the repository root, its output into the log; returns (exit code, output).
+    Past the check's deadline the command and every process it started (torchrun's workers
+    start sessions of their own: they are in its group) are killed."""
     report.write("$ " + " ".join(map(str, command)))
-    p = subprocess.run([str(c) for c in command], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-    report.write(p.stdout + p.stderr + f"(exit {p.returncode})")
-    return p.returncode, p.stdout + p.stderr
+    p = subprocess.Popen([str(c) for c in command], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    try:
+        out, _ = p.communicate(timeout=max(1, report.deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        report.write(out + "(killed: past the deadline)")
+        raise
+    report.write(out + f"(exit {p.returncode})")
+    return p.returncode, out
 
 
 def script(*argv, faults=(), torchrun=False):
@@ -256,6 +270,14 @@ def celeba_runs(report, device, faces, size_args, tmp, small):
             f"(exit {code3}) {why or 'identical to a straight torchrun run'}; equal to the plain run: {plain}"
     report.check("dcgan_celeba: torchrun --standalone --nproc_per_node=1", torchrun)
 
+    def collectives():  # (one GPU: one process, so the exchanges between processes are tested on the CPU)
+        code, out = run(report, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                                 os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--collectives", "--device",
+                                 device.type, "--logdir", tmp])
+        line = next((x for x in out.splitlines() if x.startswith("collectives:")), "no result line")
+        return code == 0 and line.endswith("ok"), line
+    report.check("torchrun collectives on this device (a world of 1)", collectives)
+
     def ngpu():  # (--device auto: on a machine without CUDA the notice says so)
         code, out = run(report, script("--dataroot", faces, *size_args, "--epochs", 1, "--ngpu", 2,
                                        "--outdir", folder("g")))
@@ -278,7 +300,7 @@ def celeba_runs(report, device, faces, size_args, tmp, small):
 
 def speed(report, device, faces_root, n_faces, epochs):
     code, out = run(report, [sys.executable, "benchmarks/bench.py", "--device", device.type, "--scripts", "dcgan_celeba",
-                             "--celeba", faces_root, "--faces", n_faces, "--epochs", epochs, "--repeats", 1], timeout=1800)
+                             "--celeba", faces_root, "--faces", n_faces, "--epochs", epochs, "--repeats", 1])
     figure = speed_figure(out)
     return code == 0 and figure is not None, figure or f"exit {code}"
 
@@ -298,9 +320,28 @@ def speed_figure(out):
 def test_suite(report, device, selection):
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"] + \
         (["-k", selection] if selection else [])
-    code, out = run(report, command, timeout=1800)
+    code, out = run(report, command)
     summary = next((line for line in reversed(out.splitlines()) if " passed" in line or " failed" in line), "")
     return code == 0, f"on {device.type}: {summary.strip('= ')}" + ("" if selection is None else f" (-k {selection!r})")
+
+
+def collectives_in_a_world_of_one(device):
+    """Under torchrun: what dcgan_celeba.py's processes exchange (the stop and divergence agreement,
+    every RNG state, the checkpoint sent by rank 0, the barrier) on this device's backend."""
+    import torch.distributed as dist
+    from common.checkpoints import rng_states
+    from common.signals import agree
+    common.init_distributed(device)
+    stop, diverged = agree(device, 2, torch.ones((), dtype=torch.bool, device=device))
+    states = rng_states()
+    box = [{"x": torch.arange(3)}]
+    dist.broadcast_object_list(box, src=0)
+    dist.barrier()
+    ok = (stop, diverged) == (2.0, 1.0) and len(states) == 1 and torch.equal(box[0]["x"], torch.arange(3))
+    print(f"collectives: {dist.get_backend()} agree -> {stop:.0f}, {diverged:.0f}; RNG states of {len(states)} "
+          f"process(es); broadcast and barrier: {'ok' if ok else 'WRONG'}", flush=True)
+    dist.destroy_process_group()
+    return ok
 
 
 def driver_version():
@@ -316,9 +357,14 @@ def main():
     p.add_argument("--logdir", required=True, help="where gpu_check.log and gpu_check.md go")
     p.add_argument("--small", action="store_true", help="tiny sizes and a few tests: the CPU form CI runs")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seconds", type=float, default=480,
+                   help="a deadline: checks not done by then are marked FAIL (not run), and the table still printed")
+    p.add_argument("--collectives", action="store_true", help=argparse.SUPPRESS)  # (one check's child, under torchrun)
     args = p.parse_args()
     device = torch.device(args.device)
-    report = Report(args.logdir)
+    if args.collectives:
+        sys.exit(0 if collectives_in_a_world_of_one(device) else 1)
+    report = Report(args.logdir, args.seconds)
     tmp = tempfile.mkdtemp(prefix="gpu_check_")
     small = args.small
     # The data: synthetic 178x218 JPEG faces (aligned CelebA's size), made on every core

@@ -31,7 +31,7 @@ import torchvision.transforms as transforms
 from .checkpoints import atomic_save
 from .device import rank_and_world, seed_worker
 from .errors import UserError, first_line
-from .outdir import claim, fresh_folder
+from .outdir import claim, replaced_folder
 from .pictures import plural
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -59,9 +59,9 @@ class DataLoader:
                             f"and must divide evenly among them; use a multiple of {self.world}.")
         split = split_transform(dataset.transform)
         if split is None:
-            print(f"notice: the dataset's transform ({', '.join(type(t).__name__ for t in steps_of(dataset.transform))}) "
-                  f"has steps that cannot be done once and kept, so every image is read and transformed every "
-                  f"epoch, as with --stream (slower).")
+            steps = ", ".join(type(t).__name__ for t in steps_of(dataset.transform))
+            print(f"notice: the dataset's transform ({steps}) has steps that cannot be done once and kept, so every "
+                  f"image is read and transformed every epoch, as with --stream (slower).")
         self.splittable = split is not None
         self.per_image, self.to_tensor = split or ([], [])
         self.dataset, self.images, self.labels, self.table = None, None, None, None
@@ -69,11 +69,12 @@ class DataLoader:
             self.dataset, self.id = Readable(dataset, seed if split is None else None), data_id(dataset)
             self.n = len(dataset)
         else:
-            self.images, self.labels, self.id = decode(dataset, self.per_image, num_workers, cache_dirs)
+            self.images, self.labels, self.id = decode(dataset, self.per_image, num_workers, cache_dirs,
+                                                       write_cache=self.rank == 0)  # (under torchrun: one writer)
             self.n = len(self.images)
             self.images = on_device(self.images, device)
             self.labels = self.labels.to(self.images.device)
-            self.table = pixel_table(self.to_tensor, self.images.shape[1]).to(self.images.device)
+            self.table = pixel_table(self.to_tensor, self.images.shape[1]).to(device)
         self.epoch, self.start = 0, 0
         print(f"{plural(self.n, 'training image')}, {plural(len(self), 'batch', 'batches')} per epoch")
 
@@ -150,13 +151,14 @@ def export_real(dataloader, n, outdir):
         raise UserError("--export-real writes the images as Resize and CenterCrop make them, and the dataset's "
                         "transform has other steps; export with the tutorial's transform.")
     from PIL import Image
-    with claim(outdir):
-        folder = fresh_folder(os.path.join(outdir, "real"))
+    folder = os.path.join(outdir, "real")
+    with claim(outdir), replaced_folder(folder) as tmp:
         images, _ = dataloader.uint8_images()
         order = dataloader.order(0)[:n]
         for k, index in enumerate(order.tolist()):
             pixels = images[index].permute(1, 2, 0).numpy()
-            Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(os.path.join(folder, f"{k:05d}.png"))
+            image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+            image.save(os.path.join(tmp, f"{k:05d}.png"))
         print(f"Wrote {len(order)} training images ({'x'.join(map(str, images.shape[1:]))}, as the training "
               f"sees them) to {folder}/")
 
@@ -194,7 +196,7 @@ def pixel_table(to_tensor_normalize, channels):
     return image[:, 0, :].contiguous()
 
 
-def decode(dataset, per_image, workers, cache_dirs):
+def decode(dataset, per_image, workers, cache_dirs, write_cache=True):
     """(images as one uint8 tensor N x C x H x W after the per-image transform, labels, data id)."""
     if isinstance(dataset, dset.MNIST) and not per_image:  # already one uint8 tensor
         images = dataset.data.unsqueeze(1).contiguous()
@@ -222,7 +224,7 @@ def decode(dataset, per_image, workers, cache_dirs):
     images, labels, bad = decode_each(dataset, per_image, workers, files)
     report_bad(bad)
     cache = {"images": images, "bad": bad}
-    for folder in cache_dirs:  # the dataset's folder if we may write there, else the outdir
+    for folder in cache_dirs if write_cache else ():  # the dataset's folder if we may write there, else the outdir
         try:
             atomic_save(cache, os.path.join(folder, name))
             for old in glob.glob(os.path.join(folder, name.rsplit("_", 1)[0] + "_*.pt")):

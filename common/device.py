@@ -3,6 +3,7 @@ the opt-in speed-ups (--amp, --channels-last, --compile), and what the bits depe
 import inspect
 import os
 import random
+import signal
 
 import numpy as np
 import torch
@@ -36,10 +37,13 @@ def seed_everything(seed, cudnn_benchmark=False):
 
 
 def seed_worker(worker_id):
-    """DataLoader worker_init_fn: derive numpy and python seeds from the worker's torch seed."""
+    """DataLoader worker_init_fn: derive numpy and python seeds from the worker's torch seed. Ctrl-C
+    and SIGTERM are the main process's to handle (it stops the workers itself)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def pick_device(choice, ngpu=1):
@@ -117,7 +121,7 @@ def wrappers(net):
     yield net
     while isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel, Autocast)) or \
             hasattr(net, "_orig_mod"):
-        net = getattr(net, "_orig_mod", None) or net.module
+        net = net._orig_mod if hasattr(net, "_orig_mod") else net.module  # (torch.compile's wrapper)
         yield net
 
 
@@ -160,7 +164,10 @@ def speed_up(net, device, *, amp=False, channels_last=False, compile=False):
         for m in net.modules():
             if isinstance(m, nn.Sigmoid):
                 m.register_forward_pre_hook(sigmoid_in_float32)
-        net = Autocast(net, device.type)
+        if isinstance(net, nn.DataParallel):  # its replicas run in threads of their own, which would not
+            net.module = Autocast(net.module, device.type)  # inherit an autocast entered outside it
+        else:
+            net = Autocast(net, device.type)
     if compile:
         net = torch.compile(net)
     return net

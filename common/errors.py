@@ -27,9 +27,6 @@ def run_script(main):
     sys.stdout, sys.stderr = ClosedPipeSafe(sys.stdout), ClosedPipeSafe(sys.stderr)
     try:
         main()
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
     except UserError as e:
         message = str(e).strip()
         if "Original Traceback" in message:  # raised in a DataLoader worker: keep the sentence only
@@ -50,10 +47,13 @@ def run_script(main):
         print("\nquit on a second Ctrl-C without saving this iteration; checkpoint.pt still holds the "
               "last save whole. Continue from it with --resume.", file=sys.stderr)
         sys.exit(130)
-    except KeyboardInterrupt:
-        print("\ninterrupted before training started; nothing to save.", file=sys.stderr)
+    except KeyboardInterrupt:  # (outside the training loop, which turns Ctrl-C into a save and a stop)
+        print("\ninterrupted outside the training loop: nothing was left unsaved.", file=sys.stderr)
         sys.exit(130)
     finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         sys.stdout, sys.stderr = old_streams
@@ -71,13 +71,21 @@ class ClosedPipeSafe:
     def write(self, text):
         try:
             return self.stream.write(text)
-        except (BrokenPipeError, ValueError):  # ValueError: the stream itself was closed
+        except BrokenPipeError:
+            return self.silence(len(text))
+        except ValueError:  # the stream itself was closed (and not a text it cannot encode)
+            if not self.stream.closed:
+                raise
             return self.silence(len(text))
 
     def flush(self):
         try:
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
+        except BrokenPipeError:
+            self.silence(0)
+        except ValueError:
+            if not self.stream.closed:
+                raise
             self.silence(0)
 
     def silence(self, n):

@@ -1,7 +1,9 @@
-"""History: the numbers the script reports each iteration (losses, D's outputs), one column each.
+"""History: the numbers the script reports each iteration (losses, D's outputs), one column each,
+and the watch on D's output for a NaN.
 
 They arrive as tensors on the training device and stay there until read, all together, in
-flush(): reading one with .item() would make the host wait for the GPU every iteration.
+flush(): reading one with .item() would make the host wait for the GPU every iteration. A NaN or
+an infinity among them is found there, and the run stops naming its iteration.
 """
 import math
 
@@ -58,3 +60,19 @@ class History:
     def means(self, names, k):
         """The means of the last k values of each named number (flush() first)."""
         return [sum(self.columns[name][-k:]) / len(self.columns[name][-k:]) for name in names]
+
+
+def watch_for_nan(netD, device):
+    """A flag on the device that turns True once D outputs a NaN, which is replaced by 0.5 before
+    the loss sees it: BCELoss refuses NaN, on a GPU with a device-side assert after which the
+    process cannot use CUDA again (not even to save the pictures). Finite outputs pass unchanged,
+    bit for bit, and no host sync is added: the run stops, naming the iteration, when the numbers
+    are next read (History.flush)."""
+    seen = torch.zeros((), dtype=torch.bool, device=device)
+
+    def hook(module, inputs, output):
+        nan = torch.isnan(output)
+        seen.logical_or_(nan.any())
+        return torch.where(nan, 0.5, output)
+    netD.register_forward_hook(hook)
+    return seen

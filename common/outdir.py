@@ -11,6 +11,7 @@ any other command for that folder away. The lock dies with its process (also on 
 power cut), so a folder is never left locked; release() also removes .lock, and the folder itself
 if the command made it and wrote nothing there.
 """
+import contextlib
 import gc
 import os
 import shutil
@@ -39,8 +40,13 @@ class claim:
             raise UserError(f"--outdir {outdir} is a file; give a folder.")
         self.made = not os.path.exists(outdir)
         try:
-            os.makedirs(outdir, exist_ok=True)
-            self.lock = lock_folder(outdir)
+            for attempt in range(3):
+                os.makedirs(outdir, exist_ok=True)
+                try:
+                    self.lock = lock_folder(outdir)
+                    break
+                except FileNotFoundError:  # another command removed the folder it had made: make it again
+                    continue
         except OSError as e:
             self.release()
             raise UserError(f"--outdir {outdir} is not writable ({e.strerror}); choose another folder.") from None
@@ -111,9 +117,18 @@ def delete_old_run(outdir):
         shutil.rmtree(os.path.join(outdir, name), ignore_errors=True)
 
 
-def fresh_folder(path):
-    """An empty folder at path (what --generate or --export-real wrote there before is deleted, so
-    that an FID tool reading it never sees two commands' images)."""
+@contextlib.contextmanager
+def replaced_folder(path):
+    """A new folder to write into, which takes the place of `path` (and of what an earlier
+    --generate or --export-real wrote there) once it is complete: an FID tool reading `path` never
+    sees two commands' images, nor half of one's. A command that fails leaves the old folder."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-    return path
+    os.replace(tmp, path)

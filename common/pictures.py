@@ -1,9 +1,11 @@
 """Pictures: sample grids, the progress GIF, loss and score plots, real beside fake, and the CSV files."""
 import os
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 import torchvision.utils as vutils
+from matplotlib.figure import Figure  # a figure drawn to files only: no window, nothing global (no pyplot)
 
 LABEL_COLOURS = [(0, 0, 0), (255, 255, 0)]  # the epoch written on each GIF frame: yellow on black
 
@@ -73,7 +75,6 @@ class GifFrames:
 
 def write_gif(pngs, path, frames, labels=None, ms_per_frame=400):
     """A GIF of the given PNG files (frames: their GifFrames), each frame labelled (e.g. with its epoch)."""
-    import imageio.v3 as iio
     indices = np.stack([frames.frame(png, labels[k] if labels else None) for k, png in enumerate(pngs)])
     durations = [ms_per_frame] * (len(pngs) - 1) + [ms_per_frame * 4]  # linger on the result
     tmp = f"{path}.tmp{os.getpid()}.gif"
@@ -87,13 +88,6 @@ def write_gif(pngs, path, frames, labels=None, ms_per_frame=400):
 # ---------------------------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------------------------
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
 
 def smooth(values, weight):
     """Exponential moving average, debiased at the start, as TensorBoard smooths curves."""
@@ -118,8 +112,8 @@ def nice_step(n, most=10):
 
 def plot_curves(history, names, path, title, ylabel):
     """Raw curves (faint) and their smoothed versions over iterations, epochs marked."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig = Figure(figsize=(10, 5))
+    ax = fig.subplots()
     n = len(history["epoch"])
     every = max(1, n // 3000)  # a 1000-pixel-wide plot has no use for more points
     steps = range(0, n, every)
@@ -138,7 +132,6 @@ def plot_curves(history, names, path, title, ylabel):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def epoch_starts(epochs):
@@ -161,8 +154,8 @@ def epoch_ticks(epochs, most=10):
 
 def real_vs_fake(real, fake, path, nrow=8):
     """Real images beside fake ones, like the DCGAN tutorial's last figure."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5))
+    fig = Figure(figsize=(15, 7.5))
+    axes = fig.subplots(1, 2)
     for ax, images, title in zip(axes, (real, fake), ("Real Images", "Fake Images")):
         grid = vutils.make_grid(to_pixels(images), nrow=nrow, padding=2)
         ax.imshow(grid.permute(1, 2, 0).numpy())
@@ -170,7 +163,6 @@ def real_vs_fake(real, fake, path, nrow=8):
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_csv(columns, path):

@@ -5,11 +5,12 @@ work after each epoch included; the first epoch, slowed by warming up, left out 
 under way), the pictures still to be drawn on their cadence, the last, largest drawing at the
 end, and the process's exit.
 
-    progress = Progress(epochs, batches, batch_size, n_images)
+    progress = Progress(epochs, batches, batch_size, n_images, draw_every)
     progress.start_epoch(epoch, first_batch)
     progress.batch_done(batch)           # after each iteration
     progress.drawn(seconds, gif_seconds, frames)  # after each drawing of the pictures
-    seconds = progress.end_epoch()       # the epoch's own time; then progress.eta(...)
+    progress.epoch_time()                # the epoch's training time, before the work at its end
+    progress.end_epoch()                 # then progress.eta(...)
 """
 import collections
 import sys
@@ -30,7 +31,8 @@ class Progress:
         self.started = time.monotonic()
         self.batches_done = 0
         self.draw_total = 0.0  # seconds spent drawing the pictures so far
-        self.plot_seconds, self.gif_frame_seconds = 0.0, 0.0  # the latest drawing: all but the GIF; the GIF per frame
+        self.plot_seconds = 0.0  # the latest drawing, all but the GIF
+        self.gifs = []  # (frames, seconds) of each GIF written: its cost grows with the frames
         self.marks = collections.deque([(self.started, 0, 0.0)])  # (time, batches done, drawing seconds)
         self.warm_up, self.epochs_done = self.marks[0], 0
         self.bar, self.epoch, self.first_batch, self.epoch_started = None, 0, 0, self.started
@@ -52,18 +54,28 @@ class Progress:
         """The pictures were drawn, in `seconds`, gif_seconds of them for a GIF of `frames` frames."""
         self.draw_total += seconds
         self.plot_seconds = seconds - gif_seconds
-        self.gif_frame_seconds = gif_seconds / max(frames, 1)
+        self.gifs.append((frames, gif_seconds))
+
+    def gif_seconds(self, frames):
+        """What writing the GIF will cost at `frames` frames: a line through the first GIF written
+        and the latest (one GIF: as long as it took, whatever the frames)."""
+        (f0, s0), (f1, s1) = self.gifs[0], self.gifs[-1]
+        per_frame = max(0.0, (s1 - s0) / (f1 - f0)) if f1 > f0 else 0.0
+        return s1 + per_frame * (frames - f1)
+
+    def epoch_time(self):
+        """(seconds, images per second) of the epoch's training so far."""
+        seconds = time.monotonic() - self.epoch_started
+        images = min((self.batches - self.first_batch) * self.batch_size, self.n_images)
+        return seconds, images / max(seconds, 1e-9)
 
     def end_epoch(self):
-        """The epoch's work is done: close its bar; returns (seconds, images per second)."""
-        seconds = time.monotonic() - self.epoch_started
+        """The epoch's work (its training and what follows it) is done: close its bar."""
         self.bar.close()
         self.epochs_done += 1
         self.marks.append((time.monotonic(), self.batches_done, self.draw_total))
         if self.epochs_done == 1:
             self.warm_up = self.marks.popleft()  # the first epoch warms up: no pace to go by, once there is another
-        images = min((self.batches - self.first_batch) * self.batch_size, self.n_images)
-        return seconds, images / max(seconds, 1e-9)
 
     def close(self):
         if self.bar is not None:
@@ -80,19 +92,22 @@ class Progress:
         pace = (now - since - (self.draw_total - drawn)) / max(self.batches_done - batches, 1)
         left = (self.epochs - self.epoch - 1) * self.batches + self.batches - next_batch
         # The pictures: redrawn every draw_every seconds while training goes on, and once more at the
-        # end, each costing the latest drawing's plots and its GIF's cost per frame times the frames.
+        # end, each costing the latest drawing's plots and its GIF at the frames it will have then.
+        if not self.gifs:
+            return left * pace + EXIT_SECONDS
         frames_now, frames_end = self.epoch + 1 + (next_batch >= self.batches), self.epochs + 1
         drawings = left * pace / self.draw_every
-        during = drawings * (self.plot_seconds + self.gif_frame_seconds * (frames_now + frames_end) / 2)
-        last = self.plot_seconds + self.gif_frame_seconds * frames_end
+        during = drawings * (self.plot_seconds + self.gif_seconds((frames_now + frames_end) / 2))
+        last = self.plot_seconds + self.gif_seconds(frames_end)
         return left * pace + during + last + EXIT_SECONDS
 
 
 def progress_bar(total, initial, desc):
     """A tqdm bar for one epoch, only on a terminal: in a log file the per-epoch lines are the progress."""
     from tqdm import tqdm
+    from .device import rank_and_world
     return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-                disable=not sys.stderr.isatty())
+                disable=not sys.stderr.isatty() or rank_and_world()[0] != 0)  # under torchrun: rank 0's bar
 
 
 def clock(seconds):

@@ -58,7 +58,8 @@ def classifier(images, labels, cache_dirs, device):
     first of cache_dirs that holds it, else trained and saved into the first that can be written."""
     key = hashlib.sha256(f"v{VERSION}".encode() + images.cpu().numpy().tobytes() +
                          labels.cpu().numpy().tobytes()).hexdigest()[:16]
-    name = f"digit_classifier_{key}.pt"
+    # one per device kind: trained on a GPU, its weights (and so every FD) differ in the last bits
+    name = f"digit_classifier_{key}.pt" if device.type == "cpu" else f"digit_classifier_{key}_{device.type}.pt"
     for folder in cache_dirs:
         path = os.path.join(folder, name)
         if os.path.exists(path):
@@ -209,9 +210,9 @@ def line(result):
 
 
 def plot_shares(result, path, title):
-    from .pictures import pyplot
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.bar(range(10), [100 * s for s in result["shares"]], color="tab:blue")
     ax.axhline(10, color="grey", linewidth=0.8, linestyle="--", label="10 % each (no collapse)")
     ax.set(xticks=range(10), xlabel="digit, as the reference classifier reads the samples", ylabel="% of samples",
@@ -220,15 +221,14 @@ def plot_shares(result, path, title):
     ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def plot_over_epochs(rows, path):
     """FD and the smallest digit share over the epochs of a run (--eval-every)."""
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-    from .pictures import pyplot
-    plt = pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    a, b = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in rows]
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
@@ -239,7 +239,6 @@ def plot_over_epochs(rows, path):
     b.set(xlabel="epoch", ylabel="% of samples", title="smallest digit share (10 % = no collapse)", ylim=(0, None))
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_json(result, path):

@@ -22,7 +22,6 @@ Each piece it uses reads alone: outdir (the folder's lock), history (the numbers
 device), signals (Ctrl-C and SIGTERM), progress (the bar and the ETA), checkpoints, pictures.
 """
 import os
-import shlex
 import sys
 import time
 
@@ -32,11 +31,11 @@ from . import pictures, quality
 from .checkpoints import check_settings, load_checkpoint, rng_states, set_rng_states, write_checkpoint
 from .device import bare, data_parallel_gpus, rank_and_world, what_the_bits_depend_on
 from .errors import Diverged, UserError
-from .history import History
+from .history import History, watch_for_nan
 from .outdir import check_new_run, claim, delete_old_run
 from .pictures import plural
 from .progress import Progress, clock
-from .signals import StopSignals, agree
+from .signals import StopSignals, agree, continue_command
 
 # The derived pictures are redrawn at most this often (seconds of wall time): drawing after every
 # epoch would cost a short-epoch run (gan_mnist: 0.4 s per epoch on a CPU) most of its time.
@@ -57,9 +56,10 @@ class Run:
 
     def __init__(self, script, args, netG, netD, optimizerG, optimizerD, fixed_noise, dataloader, *,
                  losses, scores=(), nrow=8, real_grid="real_images.png"):
-        self.script, self.args, self.outdir, self.nrow, self.real_grid = script, args, args.outdir, nrow, real_grid
-        self.nets, self.dataloader, self.device = (netG, netD, optimizerG, optimizerD), dataloader, fixed_noise.device
-        self.losses, self.scores, self.batches = list(losses), list(scores), len(dataloader)
+        self.script, self.args, self.outdir = script, args, args.outdir
+        self.nets, self.dataloader = (netG, netD, optimizerG, optimizerD), dataloader
+        self.losses, self.scores, self.nrow, self.real_grid = list(losses), list(scores), nrow, real_grid
+        self.device, self.batches = fixed_noise.device, len(dataloader)
         self.rank, self.world = rank_and_world()
         # What is computed: the flags that change the math, and what the script made of them (the
         # data, and over how many parts of each batch BatchNorm computes its statistics)
@@ -69,14 +69,18 @@ class Run:
         self.machine = what_the_bits_depend_on(self.device, deterministic=not args.cudnn_benchmark)
         self.real = dataloader.first_images(len(fixed_noise))
         self.image_shape = tuple(self.real.shape[1:])
+        # Where the run is, and what it has recorded (restore() sets these on --resume)
+        self.first_epoch = self.first_batch = self.epoch = self.batch = self.iterations = 0
         self.history, self.quality_rows, self.fake = History(self.losses + self.scores), [], None
-        self.first_epoch, self.first_batch, self.iterations = 0, 0, 0
-        self.epoch, self.batch, self.stopping, self.closed = 0, 0, None, False
+        self.stopping, self.closed, self.signals = None, False, None
         self.folder = claim(self.outdir) if self.rank == 0 else None  # one command at a time in --outdir
-        self.signals = None
         try:
-            self.fixed_noise = self.restore() if args.resume else self.begin(fixed_noise)
+            if args.resume:
+                fixed_noise = self.restore()
+            elif self.rank == 0:
+                check_new_run(self.outdir, args.overwrite)
             self.reference = self.quality_reference() if getattr(args, "eval_every", None) else None
+            self.fixed_noise = fixed_noise if args.resume else self.begin(fixed_noise)
             self.nan_seen = watch_for_nan(netD, self.device)
             self.gif = pictures.GifFrames(pictures.palette_of(self.real, nrow))
             self.signals = StopSignals()  # from here, Ctrl-C and SIGTERM save and stop
@@ -89,13 +93,12 @@ class Run:
     def begin(self, fixed_noise):
         """A new run: the old one deleted with --overwrite; the real images and epoch 0 written."""
         if self.rank == 0:
-            check_new_run(self.outdir, self.args.overwrite)
             if self.args.overwrite:
                 delete_old_run(self.outdir)
             os.makedirs(os.path.join(self.outdir, "samples"), exist_ok=True)
             pictures.save_grid(self.real, os.path.join(self.outdir, self.real_grid), self.nrow)
-            with torch.no_grad():
-                pictures.save_grid(self.as_images(self.nets[0](fixed_noise)), self.sample_path(0), self.nrow)
+            with torch.no_grad():  # (the bare G: DDP's wrapper is for all processes at once)
+                pictures.save_grid(self.as_images(bare(self.nets[0])(fixed_noise)), self.sample_path(0), self.nrow)
         return fixed_noise
 
     def restore(self):
@@ -114,10 +117,10 @@ class Run:
         self.history = History(self.losses + self.scores, saved=ckpt["history"])
         self.iterations = len(self.history)
         self.quality_rows = list(ckpt["quality"])
-        before = ckpt.get("machine", self.machine)
-        if before != self.machine:
-            changes = ", ".join(f"{k} {before.get(k)} -> {self.machine.get(k)}"
-                                for k in sorted(set(before) | set(self.machine)) if before.get(k) != self.machine.get(k))
+        before, now = ckpt.get("machine", self.machine), self.machine
+        if before != now:
+            changes = ", ".join(f"{k} {before.get(k)} -> {now.get(k)}" for k in sorted(set(before) | set(now))
+                                if before.get(k) != now.get(k))
             print(f"notice: the bits depend on these, which differ from the run's so far ({changes}): it goes on "
                   f"as before, but will not end bit for bit where a run that never stopped would have.")
         if self.first_epoch >= self.args.epochs:
@@ -156,16 +159,15 @@ class Run:
         self.history.add(self.epoch, i, values, also_bad=self.nan_seen)
         self.batch, self.iterations = i + 1, self.iterations + 1
         self.progress.batch_done(i)
+        save_due = self.iterations % self.args.checkpoint_every == 0
         if self.world == 1:
             self.stopping = self.signals.signum
-        elif self.iterations % AGREE_EVERY == 0:
+        elif self.iterations % AGREE_EVERY == 0 or save_due:
             self.agree()
-        saved = self.iterations % self.args.checkpoint_every == 0
-        if saved:
-            self.save(self.epoch, self.batch)  # (under torchrun the processes agree on a stop here too)
-        if self.stopping is not None and self.batch < self.batches:  # at the last batch, end_epoch stops
-            if not saved:
-                self.save(self.epoch, self.batch)
+        stop_now = self.stopping is not None and self.batch < self.batches  # (at the last batch: end_epoch)
+        if save_due or stop_now:
+            self.save(self.epoch, self.batch)
+        if stop_now:
             self.exit_after_stop(self.epoch, self.batch)
         if time.monotonic() - self.drawn_at >= DRAW_EVERY:
             self.flush()
@@ -175,23 +177,25 @@ class Run:
     def end_epoch(self, fake):
         """The epoch is done; fake: the generator's output on the fixed noise. Saves its grid and
         a checkpoint, redraws the pictures when due, prints the epoch's line."""
+        seconds, rate = self.progress.epoch_time()  # the training's own time, before the work of the epoch's end
         self.flush()  # a divergence ends the run here, before a grid of it is drawn
-        if self.world > 1:
+        if self.world == 1:
+            self.stopping = self.signals.signum
+        else:
             self.agree()
         self.fake = self.as_images(fake).detach().cpu()
         if self.rank == 0:
             pictures.save_grid(self.fake, self.sample_path(self.epoch + 1), self.nrow)
         if self.reference and (self.epoch + 1) % self.args.eval_every == 0:
-            row = {"epoch": self.epoch + 1, **quality.measure(self.nets[0], self.fixed_noise.shape[1:], self.image_shape,
-                                                                self.reference, self.reference[2], self.args.seed)}
+            measured = quality.measure(self.nets[0], self.fixed_noise.shape[1:], self.image_shape, self.reference,
+                                       self.reference[2], self.args.seed)
+            row = {"epoch": self.epoch + 1, **measured}
             self.quality_rows.append(row)
             self.log(f"epoch {self.epoch + 1} quality: {quality.line(row)}")
-        self.save(self.epoch + 1, 0)  # under torchrun the processes also agree on a stop here
-        if self.world == 1:
-            self.stopping = self.signals.signum
+        self.save(self.epoch + 1, 0)
         if time.monotonic() - self.drawn_at >= DRAW_EVERY or self.epoch == self.first_epoch:
             self.draw()  # (also after the first epoch: the pictures appear early, and the ETA learns their cost)
-        seconds, rate = self.progress.end_epoch()
+        self.progress.end_epoch()
         self.log(f"epoch {self.epoch + 1}/{self.args.epochs} done in {seconds:.2f} s ({rate:.0f} img/s); "
                  f"run ETA {clock(self.progress.eta(self.batches))}")
         if self.stopping is not None and self.epoch + 1 < self.args.epochs:  # after the last one: finish
@@ -208,7 +212,8 @@ class Run:
                 gpu = f"; peak GPU memory {torch.cuda.max_memory_allocated(self.device) / 2**20:.0f} MiB" \
                     if self.device.type == "cuda" else ""
                 print(f"Done in {clock(time.monotonic() - self.progress.started)}; final {last}{gpu}. Outputs in "
-                      f"{self.outdir}/: samples/, progress.gif, losses.png, history.csv, checkpoint.pt and the figures.")
+                      f"{self.outdir}/: samples/, progress.gif, losses.png, history.csv, checkpoint.pt and the "
+                      f"figures.")
         self.release()
 
     def log(self, line):
@@ -252,8 +257,6 @@ class Run:
         """Everything needed to continue exactly from here: both nets and optimizers, the position
         (epoch, and iterations done in it), the fixed noise, the history and every RNG state."""
         self.flush()
-        if self.world > 1:
-            self.agree()
         netG, netD, optimizerG, optimizerD = self.nets
         state = {
             "netG": bare(netG).state_dict(), "netD": bare(netD).state_dict(),
@@ -263,14 +266,18 @@ class Run:
             "image_shape": list(self.image_shape), "quality": self.quality_rows, "machine": self.machine}
         try:
             write_checkpoint(state, self.outdir)
-        except (UserError, Diverged):
+        except UserError:  # (rank 0's disk is full: the one that writes)
             self.close()
+            raise
+        except Diverged:  # (the weights are the same in every process: all of them stop here)
+            self.close()
+            self.wait_for_rank_0()
             raise
 
     def draw(self):
         """Rewrite the derived pictures and history.csv from the history so far (rank 0)."""
         self.drawn_at = time.monotonic()
-        if self.rank != 0 or not self.history.columns["epoch"] and self.fake is None:
+        if self.rank != 0 or (not self.history.columns["epoch"] and self.fake is None):
             return
         out, columns = self.outdir, self.history.columns
         pictures.write_csv(columns, os.path.join(out, "history.csv"))
@@ -288,8 +295,9 @@ class Run:
             quality.plot_over_epochs(self.quality_rows, os.path.join(out, "quality.png"))
         gif_started = time.monotonic()
         pngs = sorted(f for f in os.listdir(os.path.join(out, "samples")) if f.startswith("epoch_"))
-        pictures.write_gif([os.path.join(out, "samples", f) for f in pngs], os.path.join(out, "progress.gif"),
-                           self.gif, [f"epoch {int(f[6:10])}" for f in pngs])
+        if pngs:
+            pictures.write_gif([os.path.join(out, "samples", f) for f in pngs], os.path.join(out, "progress.gif"),
+                               self.gif, [f"epoch {int(f[6:10])}" for f in pngs])
         now = time.monotonic()
         self.progress.drawn(now - self.drawn_at, now - gif_started, len(pngs))
         self.drawn_at = now
@@ -299,7 +307,7 @@ class Run:
         self.close()
         if self.rank == 0:
             print(f"Stopped at epoch {epoch}, iteration {i}; saved {os.path.join(self.outdir, 'checkpoint.pt')}. "
-                  f"Continue with: {self.continue_command()}", file=sys.stderr, flush=True)
+                  f"Continue with: {continue_command(self.world)}", file=sys.stderr, flush=True)
         self.wait_for_rank_0()
         sys.exit(128 + self.stopping)
 
@@ -308,14 +316,6 @@ class Run:
         if self.world > 1:
             import torch.distributed as dist
             dist.barrier()
-
-    def continue_command(self):
-        argv = [a for a in sys.argv if a != "--overwrite"] + ([] if "--resume" in sys.argv else ["--resume"])
-        if self.world == 1:
-            return shlex.join(["python"] + argv)
-        if int(os.environ.get("LOCAL_WORLD_SIZE", self.world)) == self.world:  # one machine
-            return shlex.join(["torchrun", "--standalone", f"--nproc_per_node={self.world}"] + argv)
-        return "the same torchrun command on every machine, for " + shlex.join(argv)
 
     def close(self):
         """Bring the pictures up to the last good iteration (also when training diverged), and give
@@ -327,6 +327,8 @@ class Run:
             self.progress.close()
             self.history.flush()
             self.draw()
+        except OSError as e:  # (a full disk, say: the error that brought the run here matters more)
+            print(f"warning: the pictures could not be redrawn ({e.strerror or e}).", file=sys.stderr)
         finally:
             self.release()
 
@@ -345,18 +347,3 @@ class Run:
         """The generator's output in the shape of the training images (gan_mnist's G makes vectors)."""
         return output.reshape(-1, *self.image_shape)
 
-
-def watch_for_nan(netD, device):
-    """A flag on the device that turns True once D outputs a NaN, which is replaced by 0.5 before
-    the loss sees it: BCELoss refuses NaN, on a GPU with a device-side assert after which the
-    process cannot use CUDA again (not even to save the pictures). Finite outputs pass unchanged,
-    bit for bit, and no host sync is added: the run stops, naming the iteration, when the numbers
-    are next read (History)."""
-    seen = torch.zeros((), dtype=torch.bool, device=device)
-
-    def hook(module, inputs, output):
-        nan = torch.isnan(output)
-        seen.logical_or_(nan.any())
-        return torch.where(nan, 0.5, output)
-    netD.register_forward_hook(hook)
-    return seen

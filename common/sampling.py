@@ -13,7 +13,7 @@ import torchvision.utils as vutils
 
 from . import pictures
 from .checkpoints import load_checkpoint
-from .outdir import claim, fresh_folder
+from .outdir import claim, replaced_folder
 
 BATCH = 500  # images per generator forward: memory does not grow with N
 GRID_MAX = 256  # grid.png shows at most this many images, whatever N is
@@ -37,10 +37,13 @@ def generate(script, args, build_generator, device):
         netG = build_generator(ckpt["settings"]).to(device)
         netG.load_state_dict(ckpt["netG"])
         noise_shape, image_shape = ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"])
-        folder = fresh_folder(os.path.join(args.outdir, "generated"))
-        write_images(netG, noise_shape, image_shape, args.generate, args.seed, folder)
-        if args.interpolate:
-            write_interpolation(netG, noise_shape, image_shape, args.seed, folder)
+        folder = os.path.join(args.outdir, "generated")
+        with replaced_folder(folder) as tmp:
+            write_images(netG, noise_shape, image_shape, args.generate, args.seed, tmp)
+            if args.interpolate:
+                write_interpolation(netG, noise_shape, image_shape, args.seed, tmp)
+        print(f"Wrote {args.generate} images to {folder}/images/, grid.png (the first {min(args.generate, GRID_MAX)})"
+              + (", interpolation.png and interpolation.gif" if args.interpolate else "") + f" to {folder}/")
 
 
 def write_images(netG, noise_shape, image_shape, n, seed, folder):
@@ -67,7 +70,6 @@ def write_images(netG, noise_shape, image_shape, n, seed, folder):
     bar.close()
     shown = torch.cat(grid)[:GRID_MAX]
     pictures.save_grid(shown, os.path.join(folder, "grid.png"), nrow=int(math.ceil(math.sqrt(len(shown)))))
-    print(f"Wrote {n} images to {folder}/images/ and grid.png (the first {len(shown)}) to {folder}/")
 
 
 def save_pngs(images, folder, start):
@@ -97,4 +99,3 @@ def write_interpolation(netG, noise_shape, image_shape, seed, folder, rows=8, st
     pictures.write_gif(frames, os.path.join(folder, "interpolation.gif"), gif_frames, ms_per_frame=120)
     for png in frames:
         os.remove(png)
-    print(f"Wrote interpolation.png and interpolation.gif to {folder}/")

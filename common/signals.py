@@ -8,6 +8,8 @@
 A second Ctrl-C while a stop is under way quits at once (QuitNow), without that save: the last
 checkpoint stays whole, since checkpoints are written to a temporary file first.
 """
+import os
+import shlex
 import signal
 import sys
 
@@ -24,9 +26,9 @@ class StopSignals:
     def on_signal(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
             raise QuitNow  # a second Ctrl-C: quit now
-        if self.signum is None:
-            print(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving ... "
-                  f"(Ctrl-C again quits without saving)", file=sys.stderr, flush=True)
+        if self.signum is None:  # (os.write: a print() here could land in the middle of another one)
+            say(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving ... "
+                f"(Ctrl-C again quits without saving)\n")
         self.signum = signum
 
     def restore(self):
@@ -36,12 +38,31 @@ class StopSignals:
             self.old = None
 
 
+def say(text):
+    try:
+        os.write(2, text.encode())
+    except OSError:  # stderr closed: nobody to tell
+        pass
+
+
 def agree(device, *flags):
-    """Under torchrun: the largest of each flag over all processes (so one process stopping, or
-    diverging, stops all of them at the same iteration). One collective and one host sync, so the
-    training calls it every few iterations, at the same ones on every process."""
+    """Under torchrun: the largest of each flag (a number, or a tensor on the device) over all
+    processes, so that one process stopping, or diverging, stops all of them at the same iteration.
+    One collective and one host sync, so the training calls it every few iterations, at the same
+    ones on every process."""
     import torch
     import torch.distributed as dist
-    values = torch.stack([torch.as_tensor(f, device=device).float().reshape(()) for f in flags])
+    values = torch.stack([f.float().reshape(()) if torch.is_tensor(f) else torch.full((), float(f), device=device)
+                          for f in flags])
     dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return values.tolist()
+
+
+def continue_command(world):
+    """The command that continues a stopped run: this one, with --resume (and without --overwrite)."""
+    argv = [a for a in sys.argv if a != "--overwrite"] + ([] if "--resume" in sys.argv else ["--resume"])
+    if world == 1:
+        return shlex.join(["python"] + argv)
+    if int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world:  # torchrun on one machine
+        return shlex.join(["torchrun", "--standalone", f"--nproc_per_node={world}"] + argv)
+    return "the same torchrun command on every machine, for " + shlex.join(argv)

@@ -12,7 +12,7 @@ from PIL import Image
 
 import common
 from common import quality
-from common.run import watch_for_nan
+from common.history import watch_for_nan
 from conftest import assert_same, call, data_args, load
 from faults import faulty_iter
 
@@ -204,7 +204,7 @@ def test_the_device_check_runs_in_its_small_form(tmp_path):
                         "--logdir", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     table = open(tmp_path / "gpu_check.md").read()
-    for check in ["pixel table", "RNGs", "NaN", "host sync", "bit-identical", "--resume", "--stream", "torchrun",
+    for check in ["pixel table", "RNGs", "NaN", "host sync", "bit-identical", "--resume", "--stream", "torchrun", "collectives",
                   "--ngpu 2", "--amp", "--channels-last", "--cudnn-benchmark", "speed", "test suite"]:
         assert check in table, check
     assert "FAIL" not in table and p.stdout.rstrip().endswith("gpu_check.log")

@@ -128,12 +128,10 @@ def test_a_tilde_in_outdir_is_the_home_folder(tmp_path, monkeypatch):
     assert os.path.exists(tmp_path / "runs" / "a" / "checkpoint.pt") and not os.path.exists(tmp_path / "~")
 
 
-def test_the_eta_counts_the_last_drawing_at_the_size_it_will_have(monkeypatch):
-    """10 epochs of 10 batches, one second a batch; after the first epoch the pictures took 2 s,
-    1 s of it a GIF of 2 frames. Left: 90 batches (90 s); 3 drawings on the 30 s cadence, each
-    1 s of plots + 0.5 s per frame for (2 + 11) / 2 frames on average; the last: 1 s + 11 frames;
-    then the process's exit. Once a second epoch is under way, the first (warming up) no longer
-    counts in the pace."""
+def test_the_eta_counts_the_drawings_at_the_size_they_will_have(monkeypatch):
+    """10 epochs of 10 batches, one second a batch. After the first epoch the pictures took 2 s,
+    1 s of it a GIF of 2 frames: left, 90 batches (90 s), 3 drawings on the 30 s cadence and a
+    last one, each 1 s of plots and 1 s of GIF (one GIF tells no growth yet), and the exit."""
     now = [0.0]
     monkeypatch.setattr(common.progress.time, "monotonic", lambda: now[0])
     progress = Progress(epochs=10, batches=10, batch_size=4, n_images=40, draw_every=30)
@@ -141,16 +139,22 @@ def test_the_eta_counts_the_last_drawing_at_the_size_it_will_have(monkeypatch):
     for i in range(10):
         now[0] += 1
         progress.batch_done(i)
+    assert progress.epoch_time() == (10, 4)  # seconds, images per second
     now[0] += 2
     progress.drawn(2.0, 1.0, 2)
     progress.end_epoch()
     exit = common.progress.EXIT_SECONDS
-    assert progress.eta(10) == pytest.approx(90 + 3 * (1 + 0.5 * 13 / 2) + (1 + 0.5 * 11) + exit)
-    progress.start_epoch(1, 0)  # the second epoch runs at 0.5 s a batch: its pace alone counts
+    assert progress.eta(10) == pytest.approx(90 + 3 * (1 + 1) + (1 + 1) + exit)
+    # The second epoch runs at 0.5 s a batch, and its pace alone counts (the first warmed up). A
+    # GIF of 6 frames now takes 3 s: 0.5 s more per frame, so 3 + 0.5 * 5 s at the 11 of the end.
+    progress.start_epoch(1, 0)
     for i in range(4):
         now[0] += 0.5
         progress.batch_done(i)
-    assert progress.eta(4) == pytest.approx(86 * 0.5 + 86 * 0.5 / 30 * (1 + 0.5 * 13 / 2) + (1 + 0.5 * 11) + exit)
+    now[0] += 4
+    progress.drawn(4.0, 3.0, 6)
+    left = 86 * 0.5
+    assert progress.eta(4) == pytest.approx(left + left / 30 * (1 + 3 + 0.5 * 0.5) + (1 + 3 + 0.5 * 5) + exit)
 
 
 def test_a_short_runs_smoothed_curve_keeps_up_with_it():
