@@ -133,23 +133,9 @@ def same_run(a, b):
 # The checks
 # ---------------------------------------------------------------------------------------------
 
-class Images(torch.utils.data.Dataset):
-    """uint8 images served as PIL images through a transform, as torchvision's datasets do."""
-
-    def __init__(self, images, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, k):
-        from PIL import Image
-        pixels = self.images[k].permute(1, 2, 0).numpy()
-        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
-
-
 def pixel_table(device):
     import torchvision.transforms as T
+    from conftest import PILImages as Images
     differ = total = 0
     for channels, mean, std in [(1, (0.5,), (0.5,)), (3, (0.5,) * 3, (0.5,) * 3),
                                 (3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]:

@@ -79,8 +79,8 @@ def write_gif(pngs, path, frames, labels=None, ms_per_frame=400):
     durations = [ms_per_frame] * (len(pngs) - 1) + [ms_per_frame * 4]  # linger on the result
     tmp = f"{path}.tmp{os.getpid()}.gif"
     # The frames are palette indices, handed over as "L" images with the palette: Pillow's GIF
-    # writer then takes them as they are ("P" frames from an array would carry no palette of their
-    # own, and mapping each colour onto `palette` costs it about 50 ms a frame).
+    # writer then takes them as they are ("P" frames made from an array carry no palette of their
+    # own, and Pillow would search every colour of `palette` in each of them, slower than writing).
     iio.imwrite(tmp, indices, extension=".gif", mode="L", palette=frames.palette, duration=durations, loop=0)
     os.replace(tmp, path)
 

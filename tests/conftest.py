@@ -136,6 +136,21 @@ def assert_same(a, b, path="checkpoint"):
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
+class PILImages(torch.utils.data.Dataset):
+    """uint8 images (N x C x H x W) served as PIL images through a transform, as torchvision's
+    datasets serve theirs."""
+
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, k):
+        pixels = self.images[k].permute(1, 2, 0).numpy()
+        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
+
+
 def same_files(dir_a, dir_b, name):
     with open(os.path.join(dir_a, name), "rb") as fa, open(os.path.join(dir_b, name), "rb") as fb:
         return fa.read() == fb.read()

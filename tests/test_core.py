@@ -9,7 +9,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 import common
-from conftest import SCRIPTS, assert_same, call, data_args, load, same_files
+from conftest import SCRIPTS, PILImages, assert_same, call, data_args, load, same_files
 
 BATCHES = {"dcgan_celeba": 3, "gan_mnist": 3, "dcgan_mnist": 3}  # 24 faces / 10, 40 digits / 16
 SIZE = {"dcgan_celeba": (64, 3), "gan_mnist": (28, 1), "dcgan_mnist": (28, 1)}
@@ -125,20 +125,6 @@ def test_init_statistics():
     assert abs(bn.weight.mean().item()) < 0.01 and abs(bn.weight.std().item() - 0.02) < 0.005
     assert torch.all(bn.bias == 0)
     assert abs(gen.gen[1][0].weight.std().item() - 0.02) < 1e-3
-
-
-class PILImages(torch.utils.data.Dataset):
-    """uint8 images served as PIL images through a transform, as torchvision's datasets do."""
-
-    def __init__(self, images, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, k):
-        pixels = self.images[k].permute(1, 2, 0).numpy()
-        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
 
 
 def test_batches_equal_totensor_normalize_bit_for_bit():

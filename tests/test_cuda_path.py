@@ -8,27 +8,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torchvision.transforms as T
-from PIL import Image
 
 import common
 from common import quality
 from common.history import watch_for_nan
-from conftest import assert_same, call, data_args, load
+from conftest import PILImages, assert_same, call, data_args, load
 from faults import faulty_iter
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-class PILImages(torch.utils.data.Dataset):
-    def __init__(self, images, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, k):
-        pixels = self.images[k].permute(1, 2, 0).numpy()
-        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
 
 
 @pytest.mark.parametrize("device", DEVICES)
