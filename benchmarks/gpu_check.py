@@ -1,33 +1,41 @@
 """The device check: one command that shows the CUDA path right on a lent GPU, and prints one
-table last, a row per check with pass / FAIL and its figure.
+table last, a row per check with pass / FAIL (or n/a, or cut by the deadline) and its figure.
 
     python benchmarks/gpu_check.py --logdir "$OUT"             # on a GPU; stops at --seconds (480)
-    python benchmarks/gpu_check.py --small --logdir /tmp/check  # the same checks, tiny, on the CPU
+    python benchmarks/gpu_check.py --small --device cpu --logdir /tmp/check  # the same checks, tiny
 
-The small form runs in CI (tests/test_gpu_check.py), so this script is known to work before a GPU
+The small form runs in CI (tests/test_cuda_path.py), so this script is known to work before a GPU
 minute is spent on it. What each check shows:
 
   pixel table       DataLoader's batches on the device equal the dataset's own ToTensor+Normalize
                     on the CPU, bit for bit (dividing by 255 on a GPU would not)
-  RNG               training the reference digit classifier leaves the CPU and CUDA generators alone
+  RNG               training the reference digit classifier leaves the CPU and CUDA generators
+                    alone, and its cache file holds CPU tensors
   NaN               a diverging dcgan_celeba run ends in one sentence, exit 3, the last checkpoint
                     intact, and CUDA still usable in the same process
   host syncs        none in steady-state iterations between log lines (torch.cuda.set_sync_debug_mode)
-  dcgan_celeba      on synthetic 178x218 JPEG faces: two runs bit-identical; SIGINT mid-epoch and
-                    --resume equal to a straight run; --stream equal to in-memory; torchrun (nccl
-                    on a GPU) trains, stops on SIGTERM and resumes, and its collectives work on this
-                    device's backend (in a world of one process: one GPU allows no more); --ngpu 2
-                    on one GPU runs with its notice; --amp, --channels-last, --compile,
-                    --cudnn-benchmark each train
+  dcgan_celeba      on synthetic 178x218 JPEG faces: two runs bit-identical, their checkpoints CPU
+                    tensors only; SIGINT mid-epoch and --resume equal to a straight run; --stream
+                    equal to in-memory; torchrun (nccl on a GPU) trains, stops on SIGTERM and
+                    resumes; --ngpu 2 on one GPU runs with its notice; --amp, --channels-last,
+                    --compile, --cudnn-benchmark each train
+  collectives       what torchrun's processes exchange (the stop agreement, the RNG states, the
+                    checkpoint, the barrier, DDP's gradients) on this device's backend. One GPU
+                    allows one process, and with one the scripts exchange nothing, so this calls
+                    each exchange directly; DDP across two GPUs stays unchecked by this script
   speed             benchmarks/bench.py: the tutorial's loop against the script, side by side
-  tests             the test suite on this machine's device
+  tests             the test suite on this machine's device, the device's own tests first
 
-Everything a check prints goes to <logdir>/gpu_check.log; the table, as it grows, to
-<logdir>/gpu_check.md (so a run cut short still tells what it reached). Needs imageio besides
+At the deadline (--seconds) the running check's processes are stopped (SIGTERM, then SIGKILL,
+torchrun's workers included), that check and the ones after it are marked cut, and the table is
+printed all the same. Exit status: 0 all passed (or n/a), 1 some check failed, 2 none failed but
+some were cut. Everything a check prints goes to <logdir>/gpu_check.log; the table, as it grows,
+to <logdir>/gpu_check.md (so a run cut short still tells what it reached). Needs imageio besides
 torch, torchvision, tqdm, matplotlib and pytest (carry its wheel to a machine without it).
 """
 import argparse
 import contextlib
+import copy
 import io
 import os
 import re
@@ -51,6 +59,18 @@ import common  # noqa: E402
 from common import quality  # noqa: E402
 
 
+GRACE_SECONDS = 15  # past the deadline: what a command gets between SIGTERM and SIGKILL
+
+
+class PastDeadline(TimeoutError):
+    """A check cut short by the deadline (--seconds): not failed, not shown either. figure: what
+    its row says; output: what its command had printed by then."""
+
+    def __init__(self, figure="cut short by the deadline (--seconds)", output=""):
+        super().__init__(figure)
+        self.output = output
+
+
 class Report:
     """The rows of the table, and the log every check writes into."""
 
@@ -66,17 +86,20 @@ class Report:
         self.log.flush()
 
     def check(self, name, f, *args):
-        """Run f(*args) -> (passed: True / False / None for n/a, figure); an exception fails the row."""
+        """Run f(*args) -> (passed: True / False / None for n/a, figure). An exception fails the row;
+        the deadline (PastDeadline) cuts it: neither shown nor failed."""
         self.write(f"\n===== {name} =====")
         t0 = time.monotonic()
         try:
             if t0 > self.deadline:
-                raise TimeoutError("not run: past the deadline (--seconds)")
+                raise PastDeadline("not run: past the deadline (--seconds)")
             passed, figure = f(*args)
+        except PastDeadline as e:
+            passed, figure = "cut", str(e)
         except Exception as e:
             self.write(traceback.format_exc())
             passed, figure = False, f"{type(e).__name__}: {common.errors.first_line(e)[:200]}"
-        result = {True: "pass", False: "FAIL", None: "n/a"}[passed]
+        result = {True: "pass", False: "FAIL", None: "n/a", "cut": "cut"}[passed]
         self.rows.append((name, result, figure, time.monotonic() - t0))
         self.write(f"-> {result}: {figure}")
         print(f"{result:4s}  {name}: {figure}", flush=True)
@@ -91,20 +114,59 @@ class Report:
 
 def run(report, command, env=None):
     """A command from the repository root, its output into the log; returns (exit code, output).
-    Past the check's deadline the command and every process it started (torchrun's workers
-    start sessions of their own: they are in its group) are killed."""
+    Past the deadline, the command and every process under it get SIGTERM (torchrun passes it on
+    to its workers; the scripts save and stop), then SIGKILL, and PastDeadline is raised."""
     report.write("$ " + " ".join(map(str, command)))
     p = subprocess.Popen([str(c) for c in command], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
         out, _ = p.communicate(timeout=max(1, report.deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, _ = p.communicate()
-        report.write(out + "(killed: past the deadline)")
-        raise
+        out = stop_all(p, GRACE_SECONDS)
+        report.write(out + "(stopped: past the deadline)")
+        raise PastDeadline(output=out) from None
     report.write(out + f"(exit {p.returncode})")
     return p.returncode, out
+
+
+def stop_all(p, grace):
+    """Stop p and every process under it: SIGTERM to p's process group, then, after grace seconds,
+    SIGKILL to the group and to each process under p (torchrun's workers start sessions of their
+    own, outside p's group). Returns what p had printed."""
+    def under(pid):  # (pid's descendants, read from /proc)
+        parents = {}
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+        found, todo = [], [pid]
+        while todo:
+            children = parents.get(todo.pop(), [])
+            found += children
+            todo += children
+        return found
+
+    processes = under(p.pid)
+    with contextlib.suppress(OSError):
+        os.killpg(p.pid, signal.SIGTERM)  # (torchrun passes it on to its workers)
+    try:
+        out, _ = p.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        out = None
+    for pid in processes + under(p.pid):  # (those SIGTERM did not end, p's group last)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.killpg(p.pid, signal.SIGKILL)
+    if out is None:
+        try:
+            out, _ = p.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:  # (something outside its reach still holds its output open)
+            p.kill()
+            out = ""
+    return out
 
 
 def script(*argv, faults=(), torchrun=False):
@@ -114,6 +176,14 @@ def script(*argv, faults=(), torchrun=False):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"] if torchrun \
         else [sys.executable]
     return launcher + target + list(argv)
+
+
+def on_cpu(obj):
+    """Every tensor in obj (a loaded file) is a CPU tensor: the file loads on a machine without a GPU."""
+    if torch.is_tensor(obj):
+        return obj.device.type == "cpu"
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []
+    return all(on_cpu(v) for v in values)
 
 
 def same_run(a, b):
@@ -160,11 +230,13 @@ def rng_untouched(device):
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
         quality.classifier(images, labels, [d], device)  # trains it
         quality.classifier(images, labels, [d], device)  # loads it
+        saved = [torch.load(os.path.join(d, f), weights_only=True) for f in os.listdir(d)]
     after = state()
     same = torch.equal(before[0], after[0]) and all(torch.equal(a, b) for a, b in zip(before[1], after[1]))
-    return same, f"CPU generator {'unchanged' if torch.equal(before[0], after[0]) else 'CHANGED'}, " \
-                 f"{len(before[1])} CUDA generator(s) " + \
-        ("unchanged" if all(torch.equal(a, b) for a, b in zip(before[1], after[1])) else "CHANGED")
+    return same and on_cpu(saved), f"CPU generator {'unchanged' if torch.equal(before[0], after[0]) else 'CHANGED'}, " \
+                                   f"{len(before[1])} CUDA generator(s) " + \
+        ("unchanged" if all(torch.equal(a, b) for a, b in zip(before[1], after[1])) else "CHANGED") + \
+        f"; its cache file holds CPU tensors only: {on_cpu(saved)}"
 
 
 def nan_run(device, faces, size_args, outdir):
@@ -224,7 +296,8 @@ def celeba_runs(report, device, faces, size_args, tmp, small):
     def straight():
         codes = [run(report, script(*base, "--outdir", folder(k)))[0] for k in "ab"]
         ok, why = same_run(folder("a"), folder("b")) if codes == [0, 0] else (False, f"exits {codes}")
-        return ok, why or "checkpoints and history.csv identical"
+        cpu = ok and on_cpu(torch.load(os.path.join(folder("a"), "checkpoint.pt"), weights_only=True))
+        return ok and cpu, why or f"checkpoints and history.csv identical; the checkpoint holds CPU tensors only: {cpu}"
     report.check("dcgan_celeba: two runs bit-identical", straight)
 
     def resume():
@@ -250,10 +323,10 @@ def celeba_runs(report, device, faces, size_args, tmp, small):
         code3, _ = run(report, script(*base, "--outdir", folder("f"), "--resume", torchrun=True))
         ok, why = same_run(folder("e"), folder("f"))
         plain, _ = same_run(folder("a"), folder("e"))
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"  # (one process: no collective while training)
         return ok and code == 0 and stopped is not None and code3 == 0, \
-            f"{backend}: trains (exit {code}); SIGTERM: {stopped[0] if stopped else 'no stop line'}; resumed " \
-            f"(exit {code3}) {why or 'identical to a straight torchrun run'}; equal to the plain run: {plain}"
+            f"{backend}, one process: trains (exit {code}); SIGTERM: {stopped[0] if stopped else 'no stop line'}; " \
+            f"resumed (exit {code3}) {why or 'identical to a straight torchrun run'}; equal to the plain run: {plain}"
     report.check("dcgan_celeba: torchrun --standalone --nproc_per_node=1", torchrun)
 
     def collectives():  # (one GPU: one process, so the exchanges between processes are tested on the CPU)
@@ -261,7 +334,7 @@ def celeba_runs(report, device, faces, size_args, tmp, small):
                                  os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--collectives", "--device",
                                  device.type, "--logdir", tmp])
         line = next((x for x in out.splitlines() if x.startswith("collectives:")), "no result line")
-        return code == 0 and line.endswith("ok"), line
+        return code == 0 and "WRONG" not in line, line
     report.check("torchrun collectives on this device (a world of 1)", collectives)
 
     def ngpu():  # (--device auto: on a machine without CUDA the notice says so)
@@ -303,29 +376,56 @@ def speed_figure(out):
             + "; ".join(" ".join(c.strip() for c in r.strip("|").split("|")) for r in rates))
 
 
-def test_suite(report, device, selection):
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"] + \
-        (["-k", selection] if selection else [])
-    code, out = run(report, command)
-    summary = next((line for line in reversed(out.splitlines()) if " passed" in line or " failed" in line), "")
-    return code == 0, f"on {device.type}: {summary.strip('= ')}" + ("" if selection is None else f" (-k {selection!r})")
+# The full form's suite: the device's own tests first (the deadline may cut the rest); not the two
+# tests that repeat rows of this check (its small form, bench.py)
+DEVICE_TESTS_FIRST = ["test_cuda_path.py", "test_speed.py", "test_core.py", "test_resume.py", "test_quality.py"]
+NOT_AGAIN = "not device_check_runs and not benchmark_runs"
+
+
+def test_suite(report, device, small):
+    files = DEVICE_TESTS_FIRST + sorted(f for f in os.listdir(os.path.join(ROOT, "tests"))
+                                        if f.startswith("test_") and f.endswith(".py") and f not in DEVICE_TESTS_FIRST)
+    command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"] + \
+        (["tests", "-k", "network_shapes or init_statistics"] if small else
+         [os.path.join("tests", f) for f in files] + ["-k", NOT_AGAIN])
+    try:
+        code, out = run(report, command)
+    except PastDeadline as e:
+        code, out = None, e.output
+    counts = {word: len(re.findall(rf"^tests/\S+ {word}", out, re.M)) for word in ("PASSED", "FAILED", "ERROR")}
+    figure = f"on {device.type}: {counts['PASSED']} passed, {counts['FAILED'] + counts['ERROR']} failed" + \
+        (" (two tests, the small form's)" if small else f" (-k {NOT_AGAIN!r})")
+    if code is None and not counts["FAILED"] + counts["ERROR"]:
+        raise PastDeadline(figure + " before the deadline cut the rest")
+    return code == 0, figure + ("" if code in (0, None) else f"; pytest exit {code}")
 
 
 def collectives_in_a_world_of_one(device):
     """Under torchrun: what dcgan_celeba.py's processes exchange (the stop and divergence agreement,
-    every RNG state, the checkpoint sent by rank 0, the barrier) on this device's backend."""
+    every RNG state, the checkpoint sent by rank 0, the barrier, DDP's gradients) on this device's
+    backend. With one process the scripts skip all of it, so it is called here directly."""
     import torch.distributed as dist
-    from common.checkpoints import rng_states
+    from common.checkpoints import rng_state
     from common.signals import agree
     common.init_distributed(device)
+    common.seed_everything(0)  # (deterministic algorithms, as in the scripts)
     stop, diverged = agree(device, 2, torch.ones((), dtype=torch.bool, device=device))
-    states = rng_states()
+    mine, states = rng_state(), [None]
+    dist.all_gather_object(states, mine)  # (what rng_states() does with more than one process)
     box = [{"x": torch.arange(3)}]
     dist.broadcast_object_list(box, src=0)
     dist.barrier()
-    ok = (stop, diverged) == (2.0, 1.0) and len(states) == 1 and torch.equal(box[0]["x"], torch.arange(3))
-    print(f"collectives: {dist.get_backend()} agree -> {stop:.0f}, {diverged:.0f}; RNG states of {len(states)} "
-          f"process(es); broadcast and barrier: {'ok' if ok else 'WRONG'}", flush=True)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1)).to(device)
+    twin, x = copy.deepcopy(net), torch.randn(16, 4).to(device)
+    common.ddp(net, device)(x).sum().backward()  # DDP averages the gradients over the processes: of one here
+    twin(x).sum().backward()
+    right = {"agree": (stop, diverged) == (2.0, 1.0),
+             "all_gather_object": torch.equal(states[0]["torch"], mine["torch"]),
+             "broadcast_object_list": torch.equal(box[0]["x"], torch.arange(3)), "barrier": True,  # (it returned)
+             "DDP gradients": all(torch.equal(p.grad, q.grad) for p, q in zip(net.parameters(), twin.parameters()))}
+    ok = all(right.values())
+    print(f"collectives: {dist.get_backend()} " + ", ".join(f"{k}: {'ok' if v else 'WRONG'}" for k, v in right.items()),
+          flush=True)
     dist.destroy_process_group()
     return ok
 
@@ -344,7 +444,8 @@ def main():
     p.add_argument("--small", action="store_true", help="tiny sizes and a few tests: the CPU form CI runs")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seconds", type=float, default=480,
-                   help="a deadline: checks not done by then are marked FAIL (not run), and the table still printed")
+                   help="a deadline: checks not done by then are marked cut, and the table still printed (exit 2 "
+                        "if some were cut, 1 if any failed)")
     p.add_argument("--collectives", action="store_true", help=argparse.SUPPRESS)  # (one check's child, under torchrun)
     args = p.parse_args()
     device = torch.device(args.device)
@@ -380,14 +481,16 @@ def main():
     else:
         report.check("speed: bench.py, tutorial loop against the script", speed, report, device,
                      os.path.join(tmp, "bench_faces"), 4096, 1)
-    report.check("test suite", test_suite, report, device, "network_shapes or init_statistics" if small else None)
+    report.check("test suite", test_suite, report, device, small)
 
     shutil.rmtree(tmp, ignore_errors=True)
     failed = [name for name, result, _, _ in report.rows if result == "FAIL"]
+    cut = [name for name, result, _, _ in report.rows if result == "cut"]
     print("\n" + header + "\n\n" + report.table())
-    print(f"{len(report.rows) - len(failed)} of {len(report.rows)} checks passed or n/a"
-          + (f"; failed: {', '.join(failed)}" if failed else "") + f". Log: {report.log_path}")
-    sys.exit(1 if failed else 0)
+    print(f"{len(report.rows) - len(failed) - len(cut)} of {len(report.rows)} checks passed or n/a"
+          + (f"; failed: {', '.join(failed)}" if failed else "")
+          + (f"; cut by the deadline: {', '.join(cut)}" if cut else "") + f". Log: {report.log_path}")
+    sys.exit(1 if failed else 2 if cut else 0)
 
 
 if __name__ == "__main__":

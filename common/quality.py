@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import atomic_save, load_checkpoint
+from .checkpoints import atomic_save, load_checkpoint, to_cpu
 from .device import bare
 from .errors import UserError
 from .outdir import claim
@@ -76,7 +76,7 @@ def classifier(images, labels, cache_dirs, device):
           f"{min(HELD_OUT, len(images) // 5)} held-out digits (the last ones of the training split)")
     for folder in cache_dirs:
         try:
-            atomic_save({"weights": net.state_dict(), "accuracy": accuracy}, os.path.join(folder, name))
+            atomic_save({"weights": to_cpu(net.state_dict()), "accuracy": accuracy}, os.path.join(folder, name))
             break
         except OSError:
             continue

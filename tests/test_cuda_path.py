@@ -194,5 +194,62 @@ def test_the_device_check_runs_in_its_small_form(tmp_path):
     for check in ["pixel table", "RNGs", "NaN", "host sync", "bit-identical", "--resume", "--stream", "torchrun", "collectives",
                   "--ngpu 2", "--amp", "--channels-last", "--cudnn-benchmark", "speed", "test suite"]:
         assert check in table, check
-    assert "FAIL" not in table and p.stdout.rstrip().endswith("gpu_check.log")
+    assert "FAIL" not in table and "| cut |" not in table and p.stdout.rstrip().endswith("gpu_check.log")
+    assert "DDP gradients: ok" in table and table.count("CPU tensors only: True") == 2
     assert os.path.getsize(tmp_path / "gpu_check.log") > 1000
+
+
+def device_check():
+    """benchmarks/gpu_check.py, imported."""
+    import sys
+    from conftest import ROOT
+    if os.path.join(ROOT, "benchmarks") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import gpu_check
+    return gpu_check
+
+
+def test_the_device_check_stops_every_process_at_its_deadline(tmp_path, monkeypatch):
+    """Past --seconds the running check is cut, not failed, and leaves no process behind: not even
+    one that started a session of its own and ignores SIGTERM (a stuck torchrun worker)."""
+    import sys
+    import time
+    gpu_check = device_check()
+    monkeypatch.setattr(gpu_check, "GRACE_SECONDS", 1)
+    pids = tmp_path / "pids"
+    worker = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    launcher = (f"import os, subprocess, sys, time; w = subprocess.Popen([sys.executable, '-c', {worker!r}], "
+                f"start_new_session=True); open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{w.pid}}'); "
+                f"print('launched', flush=True); time.sleep(300)")
+    report = gpu_check.Report(str(tmp_path / "logs"), seconds=3)
+    t0 = time.monotonic()
+    report.check("a launcher and its stuck worker", lambda: (gpu_check.run(report, [sys.executable, "-c", launcher]),
+                                                              (True, "finished"))[1])
+    report.check("a check after the deadline", lambda: (True, "ran"))
+    assert time.monotonic() - t0 < 30
+    assert [row[:2] for row in report.rows] == [("a launcher and its stuck worker", "cut"),
+                                                ("a check after the deadline", "cut")]
+    for pid in map(int, pids.read_text().split()):
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        assert state == "Z", f"process {pid} still runs"
+    assert "launched" in open(tmp_path / "logs" / "gpu_check.log").read()
+
+
+def test_the_device_checks_suite_row_counts_what_ran_before_the_deadline(tmp_path, monkeypatch):
+    """Cut by the deadline, the suite's row says how many tests passed before; a failure fails it."""
+    gpu_check = device_check()
+    printed = "tests/test_a.py::test_one PASSED [ 1%]\ntests/test_a.py::test_two PASSED [ 2%]\ntests/test_b.py::test_x "
+
+    def cut_short(report, command):
+        raise gpu_check.PastDeadline(output=printed)
+    monkeypatch.setattr(gpu_check, "run", cut_short)
+    report = gpu_check.Report(str(tmp_path), seconds=60)
+    report.check("test suite", gpu_check.test_suite, report, torch.device("cpu"), False)
+    assert report.rows[0][1:3] == ("cut", "on cpu: 2 passed, 0 failed (-k 'not device_check_runs and not "
+                                          "benchmark_runs') before the deadline cut the rest")
+    printed += "FAILED [ 3%]\n"
+    report.check("test suite", gpu_check.test_suite, report, torch.device("cpu"), False)
+    assert report.rows[1][1] == "FAIL" and "2 passed, 1 failed" in report.rows[1][2]
