@@ -63,7 +63,7 @@ GRACE_SECONDS = 15  # past the deadline: what a command gets between SIGTERM and
 
 
 class PastDeadline(TimeoutError):
-    """A check cut short by the deadline (--seconds): not failed, not shown either. figure: what
+    """A check cut short by the deadline (--seconds): neither passed nor failed. figure: what
     its row says; output: what its command had printed by then."""
 
     def __init__(self, figure="cut short by the deadline (--seconds)", output=""):
@@ -87,7 +87,7 @@ class Report:
 
     def check(self, name, f, *args):
         """Run f(*args) -> (passed: True / False / None for n/a, figure). An exception fails the row;
-        the deadline (PastDeadline) cuts it: neither shown nor failed."""
+        the deadline (PastDeadline) cuts it: neither passed nor failed."""
         self.write(f"\n===== {name} =====")
         t0 = time.monotonic()
         try:
