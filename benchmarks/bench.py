@@ -40,10 +40,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-# cuBLAS reads this once, at its first call in the process: set before anything here multiplies on
-# a GPU, so that the deterministic runs of the scripts in this process (the FLOP count) can follow.
-if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):
-    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+from common.device import deterministic_cublas  # noqa: E402
+
+# Before anything here multiplies on a GPU: the deterministic runs of the scripts in this process
+# (the FLOP count) follow the dense rates.
+deterministic_cublas()
 
 
 # ---------------------------------------------------------------------------------------------

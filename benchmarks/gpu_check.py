@@ -50,13 +50,13 @@ import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
-if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):  # before the first product (bench.py)
-    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
 
 import torch  # noqa: E402
 
 import common  # noqa: E402
 from common import quality  # noqa: E402
+
+common.device.deterministic_cublas()  # before the first product on the GPU (see there)
 
 
 GRACE_SECONDS = 15  # past the deadline: what a command gets between SIGTERM and SIGKILL
@@ -180,10 +180,8 @@ def script(*argv, faults=(), torchrun=False):
 
 def on_cpu(obj):
     """Every tensor in obj (a loaded file) is a CPU tensor: the file loads on a machine without a GPU."""
-    if torch.is_tensor(obj):
-        return obj.device.type == "cpu"
-    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []
-    return all(on_cpu(v) for v in values)
+    from conftest import tensors_in
+    return all(t.device.type == "cpu" for t in tensors_in(obj))
 
 
 def same_run(a, b):

@@ -82,6 +82,15 @@ def load_checkpoint(outdir, script):
     return check_script(box[0], script, outdir)
 
 
+def load_generator(outdir, script, build_generator, device):
+    """(the trained generator of the run in outdir, its checkpoint), for --generate and --evaluate:
+    build_generator(settings) is the script's generator for the run's saved settings."""
+    ckpt = load_checkpoint(outdir, script)
+    netG = build_generator(ckpt["settings"]).to(device)
+    netG.load_state_dict(ckpt["netG"])
+    return netG, ckpt
+
+
 def read_checkpoint(outdir):
     """Load checkpoint.pt safely (tensors and plain data only); fall back to the previous copy."""
     path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")

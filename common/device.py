@@ -15,16 +15,22 @@ from .errors import UserError
 DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
 
 
-def seed_everything(seed, cudnn_benchmark=False):
-    """Seed python, numpy and torch on every device, and allow only deterministic algorithms,
-    so that the same command on the same machine gives the same bits."""
-    # cuBLAS reads its workspace setting once, at its first call in the process; PyTorch then
-    # refuses every matrix product in deterministic mode unless it is one of the two above.
+def deterministic_cublas(notice=True):
+    """Set CUBLAS_WORKSPACE_CONFIG to a deterministic value (a user's other value replaced, with a
+    notice). cuBLAS reads it once, at its first call in the process, and PyTorch's deterministic
+    mode then refuses every matrix product unless it is one of DETERMINISTIC_CUBLAS: a process
+    that multiplies on a GPU before seed_everything() (bench.py) calls this first."""
     if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in DETERMINISTIC_CUBLAS:
-        if "CUBLAS_WORKSPACE_CONFIG" in os.environ and not cudnn_benchmark:
+        if "CUBLAS_WORKSPACE_CONFIG" in os.environ and notice:
             print(f"notice: CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']} does not make cuBLAS "
                   f"deterministic; using {DETERMINISTIC_CUBLAS[0]} for this run.")
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS[0]
+
+
+def seed_everything(seed, cudnn_benchmark=False):
+    """Seed python, numpy and torch on every device, and allow only deterministic algorithms,
+    so that the same command on the same machine gives the same bits."""
+    deterministic_cublas(notice=not cudnn_benchmark)  # (--cudnn-benchmark is not deterministic anyway)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds the CPU and every CUDA / MPS device

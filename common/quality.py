@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import atomic_save, load_checkpoint, to_cpu
+from .checkpoints import atomic_save, load_generator, to_cpu
 from .device import bare
 from .errors import UserError
 from .outdir import claim
@@ -166,9 +166,7 @@ def evaluate(script, args, build_generator, dataloader, device):
               f"measuring {dataloader.n} generated against {dataloader.n} real (FD depends on the number).")
         n = dataloader.n
     with claim(args.outdir):
-        ckpt = load_checkpoint(args.outdir, script)
-        netG = build_generator(ckpt["settings"]).to(device)
-        netG.load_state_dict(ckpt["netG"])
+        netG, ckpt = load_generator(args.outdir, script, build_generator, device)
         ref = reference(dataloader, [os.path.join(args.dataroot, "MNIST"), args.outdir], n)
         result = {"epoch": ckpt["epoch"], "iteration": ckpt["iteration"], "seed": args.seed,
                   **measure(netG, ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"]), ref, n, args.seed)}

@@ -76,11 +76,13 @@ class Run:
         self.folder = claim(self.outdir) if self.rank == 0 else None  # one command at a time in --outdir
         try:
             if args.resume:
-                fixed_noise = self.restore()
+                fixed_noise = self.restore()  # the saved one
             elif self.rank == 0:
                 check_new_run(self.outdir, args.overwrite)
+            self.fixed_noise = fixed_noise
             self.reference = self.quality_reference() if getattr(args, "eval_every", None) else None
-            self.fixed_noise = fixed_noise if args.resume else self.begin(fixed_noise)
+            if not args.resume:
+                self.begin()
             self.nan_seen = watch_for_nan(netD, self.device)
             self.gif = pictures.GifFrames(pictures.palette_of(self.real, nrow))
             self.signals = StopSignals()  # from here, Ctrl-C and SIGTERM save and stop
@@ -90,7 +92,7 @@ class Run:
         self.progress = Progress(args.epochs, self.batches, dataloader.batch_size, dataloader.n, DRAW_EVERY)
         self.drawn_at = time.monotonic()
 
-    def begin(self, fixed_noise):
+    def begin(self):
         """A new run: the old one deleted with --overwrite; the real images and epoch 0 written."""
         if self.rank == 0:
             if self.args.overwrite:
@@ -98,8 +100,7 @@ class Run:
             os.makedirs(os.path.join(self.outdir, "samples"), exist_ok=True)
             pictures.save_grid(self.real, os.path.join(self.outdir, self.real_grid), self.nrow)
             with torch.no_grad():  # (the bare G: DDP's wrapper is for all processes at once)
-                pictures.save_grid(self.as_images(bare(self.nets[0])(fixed_noise)), self.sample_path(0), self.nrow)
-        return fixed_noise
+                pictures.save_grid(self.as_images(bare(self.nets[0])(self.fixed_noise)), self.sample_path(0), self.nrow)
 
     def restore(self):
         """--resume: both nets and optimizers, the position, the fixed noise, the history and every

@@ -12,7 +12,7 @@ import torch
 import torchvision.utils as vutils
 
 from . import pictures
-from .checkpoints import load_checkpoint
+from .checkpoints import load_generator
 from .outdir import claim, replaced_folder
 
 BATCH = 500  # images per generator forward: memory does not grow with N
@@ -33,9 +33,7 @@ def generate(script, args, build_generator, device):
     generator for the run's settings. Writes into <outdir>/generated/, which holds this command's
     images only (what an earlier --generate wrote there is deleted first)."""
     with claim(args.outdir):
-        ckpt = load_checkpoint(args.outdir, script)
-        netG = build_generator(ckpt["settings"]).to(device)
-        netG.load_state_dict(ckpt["netG"])
+        netG, ckpt = load_generator(args.outdir, script, build_generator, device)
         noise_shape, image_shape = ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"])
         folder = os.path.join(args.outdir, "generated")
         with replaced_folder(folder) as tmp:

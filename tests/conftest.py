@@ -136,6 +136,14 @@ def assert_same(a, b, path="checkpoint"):
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
+def tensors_in(obj):
+    """Every tensor in a loaded file (nested dicts, lists and tuples)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []
+    return [t for v in values for t in tensors_in(v)]
+
+
 class PILImages(torch.utils.data.Dataset):
     """uint8 images (N x C x H x W) served as PIL images through a transform, as torchvision's
     datasets serve theirs."""

@@ -12,7 +12,7 @@ import torchvision.transforms as T
 import common
 from common import quality
 from common.history import watch_for_nan
-from conftest import PILImages, assert_same, call, data_args, load
+from conftest import PILImages, assert_same, call, data_args, load, tensors_in
 from faults import faulty_iter
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -143,19 +143,7 @@ def test_amp_keeps_the_last_sigmoid_in_float32():
 def test_checkpoints_hold_cpu_tensors_only(runs):
     """Loaded without map_location, every tensor is on the CPU: a checkpoint trained on a GPU loads
     on a machine without one (meaningful where this suite runs on a GPU)."""
-    ckpt = torch.load(os.path.join(runs["dcgan_celeba"]["a"], "checkpoint.pt"), weights_only=True)
-    tensors = []
-
-    def walk(x):
-        if torch.is_tensor(x):
-            tensors.append(x)
-        elif isinstance(x, dict):
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                walk(v)
-    walk(ckpt)
+    tensors = tensors_in(torch.load(os.path.join(runs["dcgan_celeba"]["a"], "checkpoint.pt"), weights_only=True))
     assert tensors and all(t.device.type == "cpu" for t in tensors)
 
 
