@@ -9,28 +9,47 @@ import numpy as np
 import torch
 
 from .device import rank_and_world
-from .errors import Diverged, UserError, first_line
+from .errors import Diverged, UserError, cannot_write, first_line
+from .outdir import replaced_file, temporary_name
 
 
 def atomic_save(obj, path):
-    """Write obj so that a crash at any instant leaves either the old file or the new one whole."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write obj so that a crash at any instant leaves either the old file or the new one whole. A
+    failed write (a full disk) raises OSError, whose strerror says why."""
+    with replaced_file(path) as tmp, open(tmp, "wb") as f:
+        torch_save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     try:  # make the rename itself durable
         fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
         os.fsync(fd)
         os.close(fd)
     except OSError:
         pass
+
+
+def torch_save(obj, f):
+    """torch.save(obj, f), but a write that fails raises its OSError: torch.save itself turns it into
+    a RuntimeError ("unexpected pos ...") that does not say the disk is full."""
+    class Writes:  # f, keeping the first error of its writes
+        error = None
+
+        def write(self, data):
+            try:
+                return f.write(data)
+            except OSError as e:
+                self.error = self.error or e
+                raise
+
+        def flush(self):
+            f.flush()
+    writes = Writes()
+    try:
+        torch.save(obj, writes)
+    except RuntimeError:
+        if writes.error is not None:
+            raise writes.error from None
+        raise
 
 
 def to_cpu(obj):
@@ -44,30 +63,31 @@ def to_cpu(obj):
     return obj
 
 
-def write_checkpoint(state, outdir):
-    """Save checkpoint.pt (rank 0 only); the one it replaces stays as checkpoint.prev.pt."""
+def write_checkpoint(state, outdir, where):
+    """Save checkpoint.pt (rank 0 only); the one it replaces stays as checkpoint.prev.pt. where:
+    the place in the run, in words, for the sentence when the weights are no longer finite."""
     state = to_cpu(state)  # one copy from the device, then checked and written from the host
     for name in ("netG", "netD"):
         if not all(torch.isfinite(t).all() for t in state[name].values() if t.is_floating_point()):
-            raise Diverged(f"training diverged: the weights of {name} became NaN or infinite by epoch "
-                           f"{state['epoch']}, iteration {state['iteration']}; the last checkpoint was "
-                           f"left as it was. Try a lower --lr.")
+            raise Diverged(f"training diverged: the weights of {name} became NaN or infinite {where}; the last "
+                           f"checkpoint was left as it was. Try a lower --lr.")
     if rank_and_world()[0] != 0:
         return  # under DDP only rank 0 writes (the RNG states of every rank are in `state`)
     path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")
     if os.path.exists(path):
+        link = temporary_name(prev)
         try:  # a hard link: checkpoint.pt itself is never missing, not even for an instant
-            if os.path.lexists(prev + ".tmp"):  # left by an earlier run stopped at this point
-                os.remove(prev + ".tmp")
-            os.link(path, prev + ".tmp")
-            os.replace(prev + ".tmp", prev)
+            if os.path.lexists(link):  # (left by a save of this process that failed at this point)
+                os.remove(link)
+            os.link(path, link)
+            os.replace(link, prev)
         except OSError:
             pass
     try:
         atomic_save(state, path)
     except OSError as e:
-        raise UserError(f"could not write {path} ({e.strerror or e}); the previous checkpoint is "
-                        f"intact. Free some disk space and continue with --resume.") from None
+        raise UserError(f"could not write {path} {cannot_write(e)}; the previous checkpoint is intact, "
+                        f"and --resume continues from it.") from None
 
 
 def load_checkpoint(outdir, script):
@@ -139,15 +159,18 @@ def check_script(ckpt, script, outdir):
     return ckpt
 
 
-def check_settings(old, new, defaults):
+def check_settings(old, new, defaults, explain=None):
     """Refuse to resume under settings that change what is computed. A setting the checkpoint does
-    not hold (a flag added since it was written) counts at its default."""
+    not hold (a flag added since it was written) counts at its default. explain: setting -> a
+    function that says in words how it changed (else the two values are shown)."""
     missing = object()
     changed = []
     for key, value in sorted(new.items()):
         before = old.get(key, defaults.get(key, missing))
         if before is missing:
             changed.append(f"{key}: not recorded by this run (older than the setting) -> {value!r}")
+        elif before != value and key in (explain or {}):
+            changed.append(f"{key}: {explain[key]()}")
         elif before != value:
             changed.append(f"{key}: {before!r} -> {value!r}" + ("" if key in old else " (the run is older than "
                                                                   "this setting: it ran at its default)"))

@@ -22,6 +22,8 @@ import hashlib
 import math
 import os
 import random
+import time
+import zlib
 
 import numpy as np
 import torch
@@ -30,8 +32,8 @@ import torchvision.transforms as transforms
 
 from .checkpoints import atomic_save
 from .device import rank_and_world, seed_worker
-from .errors import UserError, first_line
-from .outdir import claim, replaced_folder
+from .errors import UserError, cannot_write, first_line
+from .outdir import claim, remove_temporaries, replaced_folder
 from .pictures import plural
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -65,11 +67,13 @@ class DataLoader:
         self.splittable = split is not None
         self.per_image, self.to_tensor = split or ([], [])
         self.dataset, self.images, self.labels, self.table = None, None, None, None
+        listing = file_list(dataset)  # (an image folder's names and sizes, for what_changed)
+        self.files = zlib.compress(listing.encode()) if listing is not None else None
         if stream or split is None:
             self.dataset, self.id = Readable(dataset, seed if split is None else None), data_id(dataset)
             self.n = len(dataset)
         else:
-            self.images, self.labels, self.id = decode(dataset, self.per_image, num_workers, cache_dirs,
+            self.images, self.labels, self.id = decode(dataset, self.per_image, cache_dirs,
                                                        write_cache=self.rank == 0)  # (under torchrun: one writer)
             self.n = len(self.images)
             self.images = on_device(self.images, device)
@@ -105,9 +109,10 @@ class DataLoader:
             order = order[:nb * self.batch_size].view(nb, self.world, bs)[:, self.rank].reshape(-1)
         if self.images is not None:
             order = order.to(self.images.device)
+            pinned = self.images.device.type == "cpu" and self.device.type == "cuda"  # (too big for the GPU)
             for i in range(self.start, nb):
                 index = order[i * bs:(i + 1) * bs]
-                yield self.to_device(self.images[index]), self.labels[index]
+                yield self.to_device(rows(self.images, index, pinned)), self.labels[index]
         else:
             self.dataset.epoch = self.epoch  # the workers get a copy of it: each epoch a new DataLoader
             loader = torch.utils.data.DataLoader(
@@ -139,7 +144,7 @@ class DataLoader:
         """Every image after the per-image transform, as uint8 on the CPU, in file order, and the labels."""
         if self.images is not None:
             return self.images.cpu(), self.labels.cpu()
-        images, labels, _ = decode(self.dataset.dataset, self.per_image, self.num_workers, cache_dirs=())
+        images, labels, _ = decode(self.dataset.dataset, self.per_image, cache_dirs=())
         return images, labels
 
 
@@ -155,6 +160,9 @@ def export_real(dataloader, n, outdir):
     with claim(outdir), replaced_folder(folder) as tmp:
         images, _ = dataloader.uint8_images()
         order = dataloader.order(0)[:n]
+        if len(order) < n:
+            print(f"notice: --export-real {n} asked for, but the dataset holds {plural(len(order), 'image')}: "
+                  f"writing those.")
         for k, index in enumerate(order.tolist()):
             pixels = images[index].permute(1, 2, 0).numpy()
             image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
@@ -196,7 +204,7 @@ def pixel_table(to_tensor_normalize, channels):
     return image[:, 0, :].contiguous()
 
 
-def decode(dataset, per_image, workers, cache_dirs, write_cache=True):
+def decode(dataset, per_image, cache_dirs, write_cache=True):
     """(images as one uint8 tensor N x C x H x W after the per-image transform, labels, data id)."""
     if isinstance(dataset, dset.MNIST) and not per_image:  # already one uint8 tensor
         images = dataset.data.unsqueeze(1).contiguous()
@@ -205,7 +213,7 @@ def decode(dataset, per_image, workers, cache_dirs, write_cache=True):
                             f"and run again to download them afresh.")
         return images, torch.as_tensor(dataset.targets), data_id(dataset, images)
     if not hasattr(dataset, "samples"):  # e.g. FakeData: decode, no cache file
-        images, labels, _ = decode_each(dataset, per_image, workers)
+        images, labels, _ = decode_each(dataset, per_image)
         return images, labels, data_id(dataset, images)
     # An image folder: decode once into a cache file, valid for exactly these files at these sizes.
     files, stats = folder_files(dataset)
@@ -214,26 +222,48 @@ def decode(dataset, per_image, workers, cache_dirs, write_cache=True):
         path = os.path.join(folder, name)
         if os.path.exists(path):
             try:
+                started = time.monotonic()
                 cache = torch.load(path, weights_only=True)
-                print(f"Loaded {len(cache['images'])} decoded images from {path}")
+                print(f"Loaded {plural(len(cache['images']), 'decoded image')} from {path} in "
+                      f"{time.monotonic() - started:.1f} s")
                 report_bad(cache["bad"])
                 return cache["images"], labels_without(dataset, files, cache["bad"]), data_id(dataset)
             except Exception:
                 print(f"notice: the image cache {path} is unreadable; decoding the images again.")
-    print(f"Decoding {len(files)} images once ({', '.join(map(repr, per_image)) or 'as they are'}) ...")
-    images, labels, bad = decode_each(dataset, per_image, workers, files)
+    started = time.monotonic()
+    print(f"Decoding {plural(len(files), 'image')} once ({', '.join(map(repr, per_image)) or 'as they are'}) ...",
+          flush=True)
+    images, labels, bad = decode_each(dataset, per_image, files)
+    print(f"Decoded them in {time.monotonic() - started:.1f} s")
     report_bad(bad)
-    cache = {"images": images, "bad": bad}
-    for folder in cache_dirs if write_cache else ():  # the dataset's folder if we may write there, else the outdir
-        try:
-            atomic_save(cache, os.path.join(folder, name))
-            for old in glob.glob(os.path.join(folder, name.rsplit("_", 1)[0] + "_*.pt")):
-                if os.path.basename(old) != name:
-                    os.remove(old)  # a cache of an older list of images
-            break
-        except OSError:
-            continue
+    if write_cache:  # (under torchrun: rank 0 only)
+        write_image_cache({"images": images, "bad": bad}, name, cache_dirs)
     return images, labels, data_id(dataset)
+
+
+def write_image_cache(cache, name, folders):
+    """Save the decoded images as `name` in the first of folders that can hold it (the dataset's
+    folder, else the outdir), and remove the caches of older lists of images there. One that
+    cannot be written anywhere is skipped with a notice: the run goes on, and decodes again next
+    time."""
+    started, why = time.monotonic(), {}
+    for folder in folders:
+        remove_temporaries(folder, prefix="image_cache_")  # (of a decode that was killed: gigabytes)
+        path = os.path.join(folder, name)
+        try:
+            os.makedirs(folder, exist_ok=True)  # (the outdir, before the run claims it)
+            atomic_save(cache, path)
+        except OSError as e:
+            why[folder] = cannot_write(e)
+            continue
+        for old in glob.glob(os.path.join(folder, name.rsplit("_", 1)[0] + "_*.pt")):
+            if os.path.basename(old) != name:
+                os.remove(old)  # a cache of an older list of images
+        print(f"Cached them in {path} ({os.path.getsize(path) / 2**30:.2f} GiB, {time.monotonic() - started:.1f} s): "
+              f"later starts load that instead of decoding again")
+        return
+    print(f"notice: the decoded images could not be cached ({'; '.join(f'{f}: {w}' for f, w in why.items())}); "
+          f"training goes on, and the next start decodes them again.")
 
 
 class PerImage(torch.utils.data.Dataset):
@@ -280,21 +310,44 @@ def own_rng(seed=None):
         yield
 
 
-def decode_each(dataset, per_image, workers, names=None):
-    loader = torch.utils.data.DataLoader(PerImage(dataset, per_image), batch_size=None, num_workers=workers,
-                                         worker_init_fn=seed_worker,
+def decode_each(dataset, per_image, names=None):
+    """Every image through the per-image transform: (uint8 N x C x H x W, labels, the names of the
+    images that could not be read). This runs once, so it takes every core, whatever --workers
+    says. Each worker sends CHUNK images as one tensor: torch shares each tensor a worker sends
+    through a file of its own, held open until it is freed, and a desktop allows 1,024 open files
+    (CelebA has 202,599 images). The chunks are copied into one tensor as they come."""
+    workers = min(usable_cores(), len(dataset) // CHUNK)  # (a few dozen images: at once, in this process)
+    loader = torch.utils.data.DataLoader(PerImage(dataset, per_image), batch_size=CHUNK, collate_fn=chunk,
+                                         num_workers=workers, worker_init_fn=seed_worker,
                                          generator=torch.Generator())  # leaves the global RNG alone
-    images, labels, bad = [], [], []
-    for i, (image, label, ok) in enumerate(loader):
-        if ok:
-            images.append(image)
-            labels.append(label)
-        else:
-            bad.append(names[i] if names else f"item {i}")
-    if not images:
+    images, labels, bad, done = None, [], [], 0
+    for k, (some, their_labels, read) in enumerate(loader):
+        if len(some):
+            if images is None:  # (the size of the images, once the first is read)
+                images = torch.empty((len(dataset), *some.shape[1:]), dtype=torch.uint8)
+            images[done:done + len(some)] = some
+            done += len(some)
+        labels.append(their_labels)
+        bad += [names[i] if names else f"item {i}" for i in (k * CHUNK + torch.nonzero(~read).flatten()).tolist()]
+    if images is None:
         raise UserError(f"none of the {len(dataset)} images in {getattr(dataset, 'root', 'the dataset')} "
                         f"could be read; check the files.")
-    return torch.stack(images), torch.tensor(labels), bad
+    return images[:done].clone() if done < len(images) else images, torch.cat(labels), bad
+
+
+CHUNK = 64  # images a decoding worker sends at once (64 CelebA faces of 64x64: 768 KiB)
+
+
+def chunk(items):
+    """DataLoader's collate_fn for PerImage: (the images read, stacked; their labels; which were read)."""
+    ok = torch.tensor([read for _, _, read in items])
+    images = [image for image, _, read in items if read]
+    return (torch.stack(images) if images else torch.zeros(0, dtype=torch.uint8),
+            torch.tensor([label for _, label, read in items if read], dtype=torch.int64), ok)
+
+
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def folder_files(dataset):
@@ -323,26 +376,59 @@ def data_id(dataset, images=None):
     """What the run trained on, for the settings a resume must keep: the files (an image folder),
     the digits' bytes (MNIST) or the decoded images."""
     if hasattr(dataset, "samples"):
-        files, stats = folder_files(dataset)
-        return "images-" + hashlib.sha256("\n".join(
-            f"{f}\t{s.st_size}" for f, s in zip(files, stats)).encode()).hexdigest()[:16]
+        return "images-" + hashlib.sha256(file_list(dataset).encode()).hexdigest()[:16]
     if isinstance(dataset, dset.MNIST):
         images = dataset.data.unsqueeze(1).contiguous() if images is None else images
         return "mnist-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
     if images is None:
-        images = decode_each(dataset, [], 0)[0]
+        images = decode_each(dataset, [])[0]
     return f"{type(dataset).__name__.lower()}-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
 
 
+def file_list(dataset):
+    """An image folder's files and their sizes, a "name<tab>size" line each, which data_id hashes;
+    None for other datasets. Checkpoints keep it (compressed: DataLoader.files), so that a resume
+    refused for changed data can say what changed."""
+    if not hasattr(dataset, "samples"):
+        return None
+    files, stats = folder_files(dataset)
+    return "\n".join(f"{f}\t{s.st_size}" for f, s in zip(files, stats))
+
+
+def what_changed(old, new):
+    """How the training images differ from a run's, in words (old, new: DataLoader.files)."""
+    if old is None or new is None:
+        return "the training images differ from the run's (other digits, other --fake-data, or another folder)"
+    def sizes(files):
+        return dict(line.rsplit("\t", 1) for line in zlib.decompress(files).decode().splitlines())
+    before, now = sizes(old), sizes(new)
+    changes = {"added": [f for f in now if f not in before], "removed": [f for f in before if f not in now],
+               "changed in size": [f for f in now if f in before and now[f] != before[f]]}
+    return "the image folder differs from the run's: " + ", ".join(
+        f"{plural(len(names), 'image')} {how} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for how, names in changes.items() if names)
+
+
 def on_device(images, device):
-    """Keep the decoded dataset on the training device when it fits there."""
+    """Keep the decoded dataset on the training device when it fits there (else in host memory,
+    each batch gathered into page-locked memory: see rows)."""
     if device.type != "cpu":
         try:
             return images.to(device)
         except torch.cuda.OutOfMemoryError:
-            print("notice: the dataset does not fit on the GPU; keeping it in host memory.")
-            return images.pin_memory()
+            print("notice: the dataset does not fit on the GPU; keeping it in host memory (each batch is copied "
+                  "to the GPU while the one before it trains).")
     return images
+
+
+def rows(images, index, pinned=False):
+    """images[index]. pinned: gathered into page-locked memory (from PyTorch's caching host allocator,
+    which keeps it until its copy is done), whose copy to the GPU runs beside the training; a plain
+    tensor's copy would wait for it."""
+    if not pinned:
+        return images[index]
+    batch = torch.empty((len(index), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
+    return torch.index_select(images, 0, index, out=batch)
 
 
 def report_bad(bad):
@@ -403,15 +489,20 @@ def mnist_errors(root):
     if os.path.exists(root) and not os.path.isdir(root):
         raise UserError(f"--dataroot {root} is a file; give the folder that holds MNIST/raw/.")
     raw = os.path.join(root, "MNIST", "raw")
+    made = [d for d in (raw, os.path.dirname(raw), root) if not os.path.exists(d)]  # (torchvision makes them)
     try:
         yield
     except UserError:
         raise
     except Exception as e:  # torchvision raises several kinds; only the files tell which case it is
+        for folder in made:  # a failed first try leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
         if not all(os.path.exists(os.path.join(raw, f)) for f in MNIST_FILES):
             raise UserError(
                 f"MNIST is not in {root} and could not be downloaded ({first_line(e)}); put the four "
-                f"files {', '.join(MNIST_FILES)} (or their .gz) into {raw}/ or run once with network "
+                f"files {', '.join(MNIST_FILES)} into {raw}/ (the official .gz archives, as downloaded, work "
+                f"too: torchvision checks them against their published checksums), or run once with network "
                 f"access.") from None
         raise UserError(f"an MNIST file in {raw} is corrupt or truncated ({first_line(e) or type(e).__name__}); "
                         f"delete that folder's files and run again to download them afresh.") from None

@@ -1,5 +1,6 @@
 """Seeding and deterministic mode, the device to train on, DistributedDataParallel, weight init,
 the opt-in speed-ups (--amp, --channels-last, --compile), and what the bits depend on."""
+import contextlib
 import inspect
 import os
 import random
@@ -42,6 +43,19 @@ def seed_everything(seed, cudnn_benchmark=False):
     torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
+@contextlib.contextmanager
+def deterministic_algorithms():
+    """Deterministic algorithms and no cuDNN benchmarking inside, whatever --cudnn-benchmark set."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
 def seed_worker(worker_id):
     """DataLoader worker_init_fn: derive numpy and python seeds from the worker's torch seed. Ctrl-C
     and SIGTERM are the main process's to handle (it stops the workers itself)."""
@@ -67,14 +81,25 @@ def pick_device(choice, ngpu=1):
                             f"--nproc_per_node={count}, or --device cpu to run the processes on the CPU.")
         if ngpu > count:
             print(f"notice: --ngpu {ngpu} asked for, but this machine has {count} GPU(s); using those.")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)  # also starts CUDA, so that seeding reaches it at once
-        return device
+        return use_gpu(local_rank)
     if choice in ("auto", "mps") and mps:
         return torch.device("mps")
     if choice != "auto":
         print(f"notice: --device {choice} is not available on this machine; training on the CPU.")
     return torch.device("cpu")
+
+
+def use_gpu(index):
+    """torch.device("cuda", index), made the current device (torch.cuda.set_device needs the index:
+    a bare "cuda" is refused). This also starts CUDA, so that seeding reaches it at once."""
+    device = torch.device("cuda", index)
+    torch.cuda.set_device(device)
+    return device
+
+
+def peak_gpu_memory(device):
+    """The most memory the process's tensors took on this GPU so far, in MiB."""
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def init_distributed(device):
@@ -185,7 +210,7 @@ def what_the_bits_depend_on(device, deterministic=True):
     record = {"torch": str(torch.__version__), "device": device.type, "deterministic": deterministic}
     if device.type == "cpu":
         record["threads"] = torch.get_num_threads()  # the CPU kernels split their sums by thread
-    elif device.type == "cuda":
+    elif device.type == "cuda":  # (cuBLAS's workspace setting: a user may keep another deterministic one)
         record.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                      cudnn=torch.backends.cudnn.version())
+                      cudnn=torch.backends.cudnn.version(), cublas_workspace=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     return record

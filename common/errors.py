@@ -1,4 +1,5 @@
 """The two kinds of failure a user meets, and the entry point that turns them into one sentence."""
+import errno
 import os
 import signal
 import sys
@@ -13,16 +14,27 @@ class Diverged(Exception):
 
 
 class QuitNow(KeyboardInterrupt):
-    """Ctrl-C pressed again while a stop was already under way: quit without saving."""
+    """Ctrl-C pressed again once the stop's checkpoint is saved: quit without redrawing the pictures."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (where it saves and stops instead): the command ends as on
+    Ctrl-C, through every cleanup on the way, so that no temporary file or folder is left."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
 
 
 def run_script(main):
     """Call main(), turning what a user can run into into one sentence and an exit code: 1 for a
-    user error, 3 for a diverged run, 130 for Ctrl-C. Output closed under the run (`| head`, a
-    `tee` that died) costs nothing: what is printed after that is dropped, and training goes on."""
-    # Each script starts by letting Ctrl-C end it at once while torch loads; from here it raises
-    # KeyboardInterrupt, which the training turns into "save and stop".
-    old_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    user error, 3 for a diverged run, 130 for Ctrl-C, 143 for SIGTERM. Output closed under the run
+    (`| head`, a `tee` that died) costs nothing: what is printed after that is dropped, and
+    training goes on."""
+    # Each script starts by letting Ctrl-C end it at once while torch loads; from here Ctrl-C and
+    # SIGTERM raise exceptions, which the training turns into "save and stop".
+    old_handlers = (signal.signal(signal.SIGINT, signal.default_int_handler),
+                    signal.signal(signal.SIGTERM, raise_terminated))
     old_streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = ClosedPipeSafe(sys.stdout), ClosedPipeSafe(sys.stderr)
     try:
@@ -44,9 +56,11 @@ def run_script(main):
               f"--workers (0 reads in the main process).", file=sys.stderr)
         sys.exit(1)
     except QuitNow:
-        print("\nquit on a second Ctrl-C without saving this iteration; checkpoint.pt still holds the "
-              "last save whole. Continue from it with --resume.", file=sys.stderr)
+        print("\nquit on a second Ctrl-C, after the save (the pictures may be a little behind it).", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("\nstopped by SIGTERM outside the training loop: nothing was left unsaved.", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:  # (outside the training loop, which turns Ctrl-C into a save and a stop)
         print("\ninterrupted outside the training loop: nothing was left unsaved.", file=sys.stderr)
         sys.exit(130)
@@ -57,7 +71,8 @@ def run_script(main):
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         sys.stdout, sys.stderr = old_streams
-        signal.signal(signal.SIGINT, old_sigint)
+        signal.signal(signal.SIGINT, old_handlers[0])  # (a run that failed may have left its own)
+        signal.signal(signal.SIGTERM, old_handlers[1])
 
 
 class ClosedPipeSafe:
@@ -100,6 +115,15 @@ class ClosedPipeSafe:
 
     def __getattr__(self, name):  # isatty(), fileno(), encoding ...
         return getattr(self.stream, name)
+
+
+def cannot_write(e):
+    """What an OSError of a write means for the user, and what to do: "(No space left on device:
+    free some disk space)"."""
+    fix = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your disk quota",
+           errno.EFBIG: "the file-size limit (ulimit -f) is smaller than the file: raise it",
+           errno.EROFS: "the disk is read-only", errno.EACCES: "check the folder's permissions"}
+    return f"({e.strerror or e}: {fix.get(e.errno, 'check the disk')})"
 
 
 def first_line(e):

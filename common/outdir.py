@@ -14,20 +14,26 @@ if the command made it and wrote nothing there.
 import contextlib
 import gc
 import os
+import re
 import shutil
 
-from .errors import UserError
+from .errors import UserError, cannot_write
 
 try:
     import fcntl  # POSIX; on Windows the outdir is not locked
 except ImportError:
     fcntl = None
 
-# What a run writes into --outdir; --overwrite deletes these of the old run (and nothing else).
+# What a run writes into --outdir, by name; --overwrite deletes these of the old run and nothing
+# else (a file of the user's own, in samples/ say, stays).
 RUN_FILES = ["checkpoint.pt", "checkpoint.prev.pt", "checkpoint.pt.corrupt", "history.csv", "losses.png",
              "scores.png", "progress.gif", "real_vs_fake.png", "training_images.png", "real_images.png",
              "quality.csv", "quality.png", "evaluation.png", "evaluation.json"]
-RUN_FOLDERS = ["samples", "generated", "real"]
+RUN_FOLDERS = {"samples": r"epoch_\d+\.png",  # folder: the names of what the commands write into it
+               "generated/images": r"\d+\.png", "generated": r"grid\.png|interpolation\.(png|gif)",
+               "real": r"\d+\.png"}
+# A file or folder being written is first named <name>.tmp<process id>[.ext] (see replaced_file)
+TEMPORARY = re.compile(r"(?P<name>.+)\.tmp(?P<pid>\d+)(\.\w+)?")
 
 
 class claim:
@@ -50,6 +56,7 @@ class claim:
         except OSError as e:
             self.release()
             raise UserError(f"--outdir {outdir} is not writable ({e.strerror}); choose another folder.") from None
+        remove_temporaries(outdir, every=True)  # (no other command writes here while we hold it)
 
     def release(self):
         """Give the folder back: unlock, remove .lock, and the folder if this command made it empty."""
@@ -109,24 +116,84 @@ def check_new_run(outdir, overwrite):
 
 def delete_old_run(outdir):
     """--overwrite: the old run's files, its checkpoints (and their older copy) first, so that nothing
-    of it can mix with the new run or be taken for it; files that are not a run's stay."""
+    of it can mix with the new run or be taken for it. Only what the commands write, by name: other
+    files stay, and so does a folder that still holds some."""
     for name in RUN_FILES:
         if os.path.exists(os.path.join(outdir, name)):
             os.remove(os.path.join(outdir, name))
-    for name in RUN_FOLDERS:
-        shutil.rmtree(os.path.join(outdir, name), ignore_errors=True)
+    for folder, names in RUN_FOLDERS.items():
+        path = os.path.join(outdir, folder)
+        for entry in os.listdir(path) if os.path.isdir(path) else []:
+            if re.fullmatch(names, entry):
+                os.remove(os.path.join(path, entry))
+    for folder in sorted(RUN_FOLDERS, reverse=True):  # (generated/images before generated)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(outdir, folder))  # only if empty
+
+
+def temporary_name(path, ext=""):
+    """Where `path` is written before it takes its place: <path>.tmp<this process>[ext]."""
+    return f"{path}.tmp{os.getpid()}{ext}"
+
+
+def remove_temporaries(folder, every=False, prefix=""):
+    """Remove what a command stopped mid-write left in folder (kill -9 or a power cut: no cleanup
+    ran): temporary files and folders (see temporary_name) whose names start with prefix. every:
+    all of them (the folder is ours alone); else only those of processes that are gone."""
+    for entry in os.listdir(folder) if os.path.isdir(folder) else []:
+        match = TEMPORARY.fullmatch(entry)
+        if not match or not entry.startswith(prefix) or int(match["pid"]) == os.getpid():
+            continue
+        if not every and process_exists(int(match["pid"])):
+            continue
+        path = os.path.join(folder, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def process_exists(pid):
+    try:
+        os.kill(pid, 0)  # (signal 0: only asks whether it could be sent)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but is another user's
+        pass
+    return True
+
+
+@contextlib.contextmanager
+def replaced_file(path, ext=""):
+    """A temporary file to write (ext: its extension, for writers that go by it), which takes the
+    place of `path` once written whole: a crash, a full disk or a stop at any instant leaves the old
+    file or the new one, never part of one, and no temporary file once the process has ended."""
+    tmp = temporary_name(path, ext)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 @contextlib.contextmanager
 def replaced_folder(path):
     """A new folder to write into, which takes the place of `path` (and of what an earlier
     --generate or --export-real wrote there) once it is complete: an FID tool reading `path` never
-    sees two commands' images, nor half of one's. A command that fails leaves the old folder."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    sees two commands' images, nor half of one's. A command that fails or is stopped (Ctrl-C,
+    SIGTERM) leaves the old folder, and no temporary one."""
+    tmp = temporary_name(path)
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     try:
+        os.makedirs(tmp)
         yield tmp
+    except OSError as e:  # (a full disk, say)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"could not write {path}/ {cannot_write(e)}; what was there before is left as it "
+                        f"was.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -7,6 +7,8 @@ import torch
 import torchvision.utils as vutils
 from matplotlib.figure import Figure  # a figure drawn to files only: no window, nothing global (no pyplot)
 
+from .outdir import replaced_file
+
 LABEL_COLOURS = [(0, 0, 0), (255, 255, 0)]  # the epoch written on each GIF frame: yellow on black
 
 
@@ -16,7 +18,8 @@ def to_pixels(images):
 
 
 def save_grid(images, path, nrow=8):
-    vutils.save_image(to_pixels(images), path, nrow=nrow, padding=2)
+    with replaced_file(path, ".png") as tmp:  # (every picture: the old one or the new one whole)
+        vutils.save_image(to_pixels(images), tmp, nrow=nrow, padding=2)
 
 
 def save_image(image, path):
@@ -77,12 +80,15 @@ def write_gif(pngs, path, frames, labels=None, ms_per_frame=400):
     """A GIF of the given PNG files (frames: their GifFrames), each frame labelled (e.g. with its epoch)."""
     indices = np.stack([frames.frame(png, labels[k] if labels else None) for k, png in enumerate(pngs)])
     durations = [ms_per_frame] * (len(pngs) - 1) + [ms_per_frame * 4]  # linger on the result
-    tmp = f"{path}.tmp{os.getpid()}.gif"
     # The frames are palette indices, handed over as "L" images with the palette: Pillow's GIF
     # writer then takes them as they are ("P" frames made from an array carry no palette of their
     # own, and Pillow would search every colour of `palette` in each of them, slower than writing).
-    iio.imwrite(tmp, indices, extension=".gif", mode="L", palette=frames.palette, duration=durations, loop=0)
-    os.replace(tmp, path)
+    # One frame gets one duration: Pillow's single-frame writer takes a number, not a list. The GIF
+    # is made in memory, then written: a write that fails (a full disk) raises here, once.
+    gif = iio.imwrite("<bytes>", indices, extension=".gif", mode="L", palette=frames.palette, loop=0,
+                      duration=durations if len(durations) > 1 else durations[0])
+    with replaced_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(gif)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,8 +136,13 @@ def plot_curves(history, names, path, title, ylabel):
     ax.set(title=title, ylabel=ylabel,
            xlabel="iterations (grey lines: epoch starts)" if marked else "epochs done")
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
     fig.tight_layout()
-    fig.savefig(path)
+    with replaced_file(path, ".png") as tmp:  # (every picture: the old one or the new one whole)
+        fig.savefig(tmp)
 
 
 def epoch_starts(epochs):
@@ -161,17 +172,15 @@ def real_vs_fake(real, fake, path, nrow=8):
         ax.imshow(grid.permute(1, 2, 0).numpy())
         ax.set_title(title)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def write_csv(columns, path):
     """columns: name -> list of values, written as one row per index."""
-    with open(path + ".tmp", "w") as f:
+    with replaced_file(path) as tmp, open(tmp, "w") as f:
         f.write(",".join(columns) + "\n")
         for row in zip(*columns.values()):
             f.write(",".join(repr(x) for x in row) + "\n")
-    os.replace(path + ".tmp", path)
 
 
 def slerp(a, b, t):

@@ -1,9 +1,9 @@
 """Progress: a bar for each epoch (on a terminal only) and the run's ETA.
 
 The ETA counts everything the user still waits for: the batches left at the recent pace (the
-work after each epoch included; the first epoch, slowed by warming up, left out once a second is
-under way), the pictures still to be drawn on their cadence, the last, largest drawing at the
-end, and the process's exit.
+work after each epoch included; the run's first iteration, slowed by warming up, left out from
+the second on, and the first epoch once a second is under way), the pictures still to be drawn
+on their cadence, the last, largest drawing at the end, and the process's exit.
 
     progress = Progress(epochs, batches, batch_size, n_images, draw_every)
     progress.start_epoch(epoch, first_batch)
@@ -44,8 +44,10 @@ class Progress:
     def batch_done(self, batch):
         """Iteration `batch` of the epoch is done."""
         self.batches_done += 1
+        if self.batches_done == 1:  # the first iteration warms up (first allocations, kernel choices, compiling)
+            self.marks[0] = (time.monotonic(), 1, self.draw_total)  # the pace is measured from its end
         self.bar.update(1)
-        if self.bar.n % 10 == 0 and not self.bar.disable:
+        if self.bar.n % 10 == 0 and self.on_terminal():
             rate = (self.bar.n - self.first_batch) / max(time.monotonic() - self.epoch_started, 1e-9)
             self.bar.set_postfix_str(f"{rate * self.batch_size:.0f} img/s, run ETA {clock(self.eta(batch + 1))}",
                                      refresh=False)
@@ -77,6 +79,10 @@ class Progress:
         if self.epochs_done == 1:
             self.warm_up = self.marks.popleft()  # the first epoch warms up: no pace to go by, once there is another
 
+    def on_terminal(self):
+        """Whether the bar shows (with the ETA): on a terminal, and under torchrun in rank 0 only."""
+        return self.bar is not None and not self.bar.disable
+
     def close(self):
         if self.bar is not None:
             self.bar.close()
@@ -96,7 +102,7 @@ class Progress:
         if not self.gifs:
             return left * pace + EXIT_SECONDS
         frames_now, frames_end = self.epoch + 1 + (next_batch >= self.batches), self.epochs + 1
-        drawings = left * pace / self.draw_every
+        drawings = left * pace / max(self.draw_every, pace)  # (at most one after each batch)
         during = drawings * (self.plot_seconds + self.gif_seconds((frames_now + frames_end) / 2))
         last = self.plot_seconds + self.gif_seconds(frames_end)
         return left * pace + during + last + EXIT_SECONDS

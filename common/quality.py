@@ -26,9 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoints import atomic_save, load_generator, to_cpu
-from .device import bare
+from .device import bare, deterministic_algorithms
 from .errors import UserError
-from .outdir import claim
+from .outdir import claim, replaced_file
+from .pictures import save_figure
 
 HELD_OUT = 2000  # the last 2,000 digits of the training split: never trained on, they measure accuracy
 TRAIN_MAX = 12000  # trained on at most the first 12,000 of the others (about a minute on 2 CPU cores)
@@ -100,7 +101,9 @@ def train_classifier(images, labels, device, epochs=4, batch_size=64):
     # Only the CPU generator is seeded, and fork_rng gives it back: torch.manual_seed would also
     # reseed every CUDA generator, which fork_rng(devices=[]) does not restore. The net is built
     # on the CPU and trained without random draws on the device.
-    with torch.random.fork_rng(devices=[]):
+    # --cudnn-benchmark would let cuDNN pick other kernels, hence other weights, for a classifier
+    # that later deterministic runs load from the cache: it is trained deterministically always.
+    with torch.random.fork_rng(devices=[]), deterministic_algorithms():
         torch.default_generator.manual_seed(0)
         net = DigitClassifier().to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -217,8 +220,7 @@ def plot_shares(result, path, title):
            title=f"{title}: FD {result['FD']:.2f}, smallest share {result['smallest_share']:.1%}\n"
                  f"({result['n']} generated against {result['n_real']} real digits)")
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_over_epochs(rows, path):
@@ -235,11 +237,9 @@ def plot_over_epochs(rows, path):
     b.plot(epochs, [100 * r["smallest_share"] for r in rows], marker="o", color="tab:orange")
     b.axhline(10, color="grey", linewidth=0.8, linestyle="--")
     b.set(xlabel="epoch", ylabel="% of samples", title="smallest digit share (10 % = no collapse)", ylim=(0, None))
-    fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def write_json(result, path):
-    with open(path + ".tmp", "w") as f:
+    with replaced_file(path) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=1)
-    os.replace(path + ".tmp", path)

@@ -21,6 +21,8 @@ What lands in --outdir, and when:
 Each piece it uses reads alone: outdir (the folder's lock), history (the numbers, kept on the
 device), signals (Ctrl-C and SIGTERM), progress (the bar and the ETA), checkpoints, pictures.
 """
+import contextlib
+import functools
 import os
 import sys
 import time
@@ -29,8 +31,9 @@ import torch
 
 from . import pictures, quality
 from .checkpoints import check_settings, load_checkpoint, rng_states, set_rng_states, write_checkpoint
-from .device import bare, data_parallel_gpus, rank_and_world, what_the_bits_depend_on
-from .errors import Diverged, UserError
+from .data import what_changed
+from .device import bare, data_parallel_gpus, peak_gpu_memory, rank_and_world, what_the_bits_depend_on
+from .errors import Diverged, UserError, cannot_write, first_line
 from .history import History, watch_for_nan
 from .outdir import check_new_run, claim, delete_old_run
 from .pictures import plural
@@ -43,6 +46,19 @@ DRAW_EVERY = 30
 # Under torchrun the processes agree on a stop (and on a divergence) every this many iterations,
 # and at every save: one small collective and a host sync each time.
 AGREE_EVERY = 10
+
+
+def closes_on_error(method):
+    """An unexpected error inside the run's bookkeeping still closes the run (the pictures brought
+    up to date, the folder and the Ctrl-C / SIGTERM handlers given back) before it travels on."""
+    @functools.wraps(method)
+    def closing(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.close()
+            raise
+    return closing
 
 
 class Run:
@@ -72,7 +88,8 @@ class Run:
         # Where the run is, and what it has recorded (restore() sets these on --resume)
         self.first_epoch = self.first_batch = self.epoch = self.batch = self.iterations = 0
         self.history, self.quality_rows, self.fake = History(self.losses + self.scores), [], None
-        self.stopping, self.closed, self.signals = None, False, None
+        self.stopping, self.closed, self.signals, self.progress = None, False, None, None
+        self.not_drawn = set()  # the pictures that could not be written (each said once)
         self.folder = claim(self.outdir) if self.rank == 0 else None  # one command at a time in --outdir
         try:
             if args.resume:
@@ -98,15 +115,19 @@ class Run:
             if self.args.overwrite:
                 delete_old_run(self.outdir)
             os.makedirs(os.path.join(self.outdir, "samples"), exist_ok=True)
-            pictures.save_grid(self.real, os.path.join(self.outdir, self.real_grid), self.nrow)
+            with self.picture(self.real_grid) as path:
+                pictures.save_grid(self.real, path, self.nrow)
             with torch.no_grad():  # (the bare G: DDP's wrapper is for all processes at once)
-                pictures.save_grid(self.as_images(bare(self.nets[0])(self.fixed_noise)), self.sample_path(0), self.nrow)
+                fake = self.as_images(bare(self.nets[0])(self.fixed_noise))
+            with self.picture(sample_name(0)) as path:
+                pictures.save_grid(fake, path, self.nrow)
 
     def restore(self):
         """--resume: both nets and optimizers, the position, the fixed noise, the history and every
         RNG state, after checking that no setting that changes the math differs."""
         ckpt = load_checkpoint(self.outdir, self.script)
-        check_settings(ckpt["settings"], self.settings, self.defaults)
+        check_settings(ckpt["settings"], self.settings, self.defaults,
+                       explain={"data": lambda: what_changed(ckpt.get("data_files"), self.dataloader.files)})
         netG, netD, optimizerG, optimizerD = self.nets
         bare(netG).load_state_dict(ckpt["netG"])
         bare(netD).load_state_dict(ckpt["netD"])
@@ -128,7 +149,7 @@ class Run:
             print(f"This run has already trained {plural(self.first_epoch, 'epoch')} (--epochs {self.args.epochs}): "
                   f"nothing to do. Give a larger --epochs to train on.")
         else:
-            print(f"Resuming at epoch {self.first_epoch}, iteration {self.first_batch}")
+            print(f"Resuming {self.position(self.first_epoch, self.first_batch)}")
         return ckpt["fixed_noise"].to(self.device)
 
     def quality_reference(self):
@@ -153,6 +174,7 @@ class Run:
     # What the script tells the run
     # -----------------------------------------------------------------------------------------
 
+    @closes_on_error
     def step(self, i, *values):
         """Iteration i is done; values: its numbers, in the order of losses + scores (tensors, kept
         on the device). Saves every --checkpoint-every iterations; on Ctrl-C / SIGTERM saves and
@@ -160,7 +182,8 @@ class Run:
         self.history.add(self.epoch, i, values, also_bad=self.nan_seen)
         self.batch, self.iterations = i + 1, self.iterations + 1
         self.progress.batch_done(i)
-        save_due = self.iterations % self.args.checkpoint_every == 0
+        # (after the epoch's last batch end_epoch() saves at once: no save of its own there)
+        save_due = self.iterations % self.args.checkpoint_every == 0 and self.batch < self.batches
         if self.world == 1:
             self.stopping = self.signals.signum
         elif self.iterations % AGREE_EVERY == 0 or save_due:
@@ -168,6 +191,9 @@ class Run:
         stop_now = self.stopping is not None and self.batch < self.batches  # (at the last batch: end_epoch)
         if save_due or stop_now:
             self.save(self.epoch, self.batch)
+        if save_due and not stop_now and not self.progress.on_terminal():  # (a log file has no bar)
+            self.log(f"checkpoint.pt saved {self.position(self.epoch, self.batch)}; "
+                     f"run ETA {clock(self.progress.eta(self.batch))}")
         if stop_now:
             self.exit_after_stop(self.epoch, self.batch)
         if time.monotonic() - self.drawn_at >= DRAW_EVERY:
@@ -175,6 +201,7 @@ class Run:
             self.draw()
         return self.iterations
 
+    @closes_on_error
     def end_epoch(self, fake):
         """The epoch is done; fake: the generator's output on the fixed noise. Saves its grid and
         a checkpoint, redraws the pictures when due, prints the epoch's line."""
@@ -186,7 +213,8 @@ class Run:
             self.agree()
         self.fake = self.as_images(fake).detach().cpu()
         if self.rank == 0:
-            pictures.save_grid(self.fake, self.sample_path(self.epoch + 1), self.nrow)
+            with self.picture(sample_name(self.epoch + 1)) as path:
+                pictures.save_grid(self.fake, path, self.nrow)
         if self.reference and (self.epoch + 1) % self.args.eval_every == 0:
             measured = quality.measure(self.nets[0], self.fixed_noise.shape[1:], self.image_shape, self.reference,
                                        self.reference[2], self.args.seed)
@@ -194,7 +222,8 @@ class Run:
             self.quality_rows.append(row)
             self.log(f"epoch {self.epoch + 1} quality: {quality.line(row)}")
         self.save(self.epoch + 1, 0)
-        if time.monotonic() - self.drawn_at >= DRAW_EVERY or self.epoch == self.first_epoch:
+        last = self.epoch + 1 == self.args.epochs  # (then finish() draws them, at once)
+        if (time.monotonic() - self.drawn_at >= DRAW_EVERY or self.epoch == self.first_epoch) and not last:
             self.draw()  # (also after the first epoch: the pictures appear early, and the ETA learns their cost)
         self.progress.end_epoch()
         self.log(f"epoch {self.epoch + 1}/{self.args.epochs} done in {seconds:.2f} s ({rate:.0f} img/s); "
@@ -202,6 +231,7 @@ class Run:
         if self.stopping is not None and self.epoch + 1 < self.args.epochs:  # after the last one: finish
             self.exit_after_stop(self.epoch + 1, 0)
 
+    @closes_on_error
     def finish(self):
         """The last epoch is done: the pictures drawn whole, a summary line, the folder given back."""
         if self.first_epoch < self.args.epochs:
@@ -210,17 +240,16 @@ class Run:
             if self.rank == 0:
                 last = ", ".join(f"{n} {self.history.columns[n][-1]:.4f}" for n in self.losses) \
                     if self.history.columns["epoch"] else "no iterations"
-                gpu = f"; peak GPU memory {torch.cuda.max_memory_allocated(self.device) / 2**20:.0f} MiB" \
-                    if self.device.type == "cuda" else ""
+                gpu = f"; peak GPU memory {peak_gpu_memory(self.device):.0f} MiB" if self.device.type == "cuda" else ""
                 print(f"Done in {clock(time.monotonic() - self.progress.started)}; final {last}{gpu}. Outputs in "
                       f"{self.outdir}/: samples/, progress.gif, losses.png, history.csv, checkpoint.pt and the "
                       f"figures.")
         self.release()
 
-    def log(self, line):
+    def log(self, line, file=None):
         """print() that keeps the progress bar intact."""
         from tqdm import tqdm
-        tqdm.write(line)
+        tqdm.write(line, file=file)
 
     def means(self, names, k):
         """The means of the last k values of each named number (the course's display-step means)."""
@@ -250,7 +279,8 @@ class Run:
     def diverged(self, bad):
         self.close()
         self.wait_for_rank_0()
-        where = f"at epoch {bad[0]}, iteration {bad[1]}" if bad else "in another process"
+        where = f"in batch {bad[1] + 1} of {self.batches} of epoch {bad[0] + 1}/{self.args.epochs}" if bad \
+            else "in another process"
         raise Diverged(f"training diverged: a loss or D's output became NaN or infinite {where}; the last "
                        f"checkpoint was left as it was. Try a lower --lr.")
 
@@ -264,9 +294,12 @@ class Run:
             "optimizerG": optimizerG.state_dict(), "optimizerD": optimizerD.state_dict(),
             "epoch": epoch, "iteration": iteration, "fixed_noise": self.fixed_noise,
             "history": self.history.tensors(), "rng": rng_states(), "settings": self.settings, "script": self.script,
-            "image_shape": list(self.image_shape), "quality": self.quality_rows, "machine": self.machine}
+            "image_shape": list(self.image_shape), "quality": self.quality_rows, "machine": self.machine,
+            "data_files": self.dataloader.files}
         try:
-            write_checkpoint(state, self.outdir)
+            write_checkpoint(state, self.outdir, self.position(epoch, iteration))
+            if self.stopping is not None:  # the save a stop waits for is written
+                self.signals.stop_saved = True
         except UserError:  # (rank 0's disk is full: the one that writes)
             self.close()
             raise
@@ -280,35 +313,55 @@ class Run:
         self.drawn_at = time.monotonic()
         if self.rank != 0 or (not self.history.columns["epoch"] and self.fake is None):
             return
-        out, columns = self.outdir, self.history.columns
-        pictures.write_csv(columns, os.path.join(out, "history.csv"))
-        pictures.plot_curves(columns, self.losses, os.path.join(out, "losses.png"),
-                             "Generator and Discriminator Loss During Training", "loss")
+        columns = self.history.columns
+        with self.picture("history.csv") as path:
+            pictures.write_csv(columns, path)
+        with self.picture("losses.png") as path:
+            pictures.plot_curves(columns, self.losses, path, "Generator and Discriminator Loss During Training", "loss")
         if self.scores:
-            pictures.plot_curves(columns, self.scores, os.path.join(out, "scores.png"),
-                                 "Discriminator outputs: D(x) on real, D(G(z)) on fake", "mean D output")
+            with self.picture("scores.png") as path:
+                pictures.plot_curves(columns, self.scores, path, "Discriminator outputs: D(x) on real, D(G(z)) on fake",
+                                     "mean D output")
         if self.fake is not None:
-            pictures.real_vs_fake(self.real, self.fake, os.path.join(out, "real_vs_fake.png"), self.nrow)
+            with self.picture("real_vs_fake.png") as path:
+                pictures.real_vs_fake(self.real, self.fake, path, self.nrow)
         if self.quality_rows:
-            pictures.write_csv({k: [r[k] for r in self.quality_rows] for k in ("epoch", "FD", "smallest_share",
-                                                                               "rarest_digit")},
-                               os.path.join(out, "quality.csv"))
-            quality.plot_over_epochs(self.quality_rows, os.path.join(out, "quality.png"))
-        gif_started = time.monotonic()
-        pngs = sorted(f for f in os.listdir(os.path.join(out, "samples")) if f.startswith("epoch_"))
-        if pngs:
-            pictures.write_gif([os.path.join(out, "samples", f) for f in pngs], os.path.join(out, "progress.gif"),
-                               self.gif, [f"epoch {int(f[6:10])}" for f in pngs])
+            with self.picture("quality.csv") as path:
+                pictures.write_csv({k: [r[k] for r in self.quality_rows]
+                                    for k in ("epoch", "FD", "smallest_share", "rarest_digit")}, path)
+            with self.picture("quality.png") as path:
+                quality.plot_over_epochs(self.quality_rows, path)
+        gif_started, pngs = time.monotonic(), []
+        with self.picture("progress.gif") as path:
+            pngs = sorted(f for f in os.listdir(os.path.join(self.outdir, "samples")) if f.startswith("epoch_"))
+            if pngs:
+                pictures.write_gif([os.path.join(self.outdir, "samples", f) for f in pngs], path, self.gif,
+                                   [f"epoch {int(f[6:10])}" for f in pngs])
         now = time.monotonic()
         self.progress.drawn(now - self.drawn_at, now - gif_started, len(pngs))
         self.drawn_at = now
 
+    @contextlib.contextmanager
+    def picture(self, name):
+        """Around writing one of the pictures (or history.csv) as <outdir>/name: they are all drawn
+        again later from what the run holds, so one that cannot be written costs a warning (said
+        once), never the run."""
+        try:
+            yield os.path.join(self.outdir, name)
+        except Exception as e:  # (matplotlib, Pillow and imageio raise many kinds)
+            if name not in self.not_drawn:
+                self.not_drawn.add(name)
+                why = cannot_write(e) if isinstance(e, OSError) else f"({type(e).__name__}: {first_line(e)[:200]})"
+                self.log(f"warning: could not write {name} {why}; training goes on, and it is drawn again later.",
+                         file=sys.stderr)
+
     def exit_after_stop(self, epoch, i):
-        """Ctrl-C or SIGTERM: the checkpoint is saved; say how to continue, and exit 128 + signal."""
-        self.close()
+        """Ctrl-C or SIGTERM: the checkpoint is saved; say how to continue (before the pictures are
+        brought up to date: a Ctrl-C now quits at once), and exit 128 + signal."""
         if self.rank == 0:
-            print(f"Stopped at epoch {epoch}, iteration {i}; saved {os.path.join(self.outdir, 'checkpoint.pt')}. "
+            print(f"Stopped {self.position(epoch, i)}; saved {os.path.join(self.outdir, 'checkpoint.pt')}. "
                   f"Continue with: {continue_command(self.world)}", file=sys.stderr, flush=True)
+        self.close()
         self.wait_for_rank_0()
         sys.exit(128 + self.stopping)
 
@@ -328,8 +381,6 @@ class Run:
             self.progress.close()
             self.history.flush()
             self.draw()
-        except OSError as e:  # (a full disk, say: the error that brought the run here matters more)
-            print(f"warning: the pictures could not be redrawn ({e.strerror or e}).", file=sys.stderr)
         finally:
             self.release()
 
@@ -341,10 +392,17 @@ class Run:
 
     # -----------------------------------------------------------------------------------------
 
-    def sample_path(self, epoch):
-        return os.path.join(self.outdir, "samples", f"epoch_{epoch:04d}.png")
+    def position(self, epoch, batch):
+        """A place in the run, in words, counted as the epoch lines count: from 1, with the batches
+        done. (epoch, batch): epochs done, and batches done in the next one."""
+        if batch == 0:
+            return f"after epoch {epoch}/{self.args.epochs}" if epoch else "before the first epoch"
+        return f"in epoch {epoch + 1}/{self.args.epochs} after batch {batch} of {self.batches}"
 
     def as_images(self, output):
         """The generator's output in the shape of the training images (gan_mnist's G makes vectors)."""
         return output.reshape(-1, *self.image_shape)
 
+
+def sample_name(epoch):
+    return os.path.join("samples", f"epoch_{epoch:04d}.png")

@@ -2,11 +2,13 @@
 
     signals = StopSignals()        # from now on the first Ctrl-C / SIGTERM only asks to stop
     ...
-    if signals.signum: ...         # the training loop checks between iterations, saves and exits
-    signals.restore()              # the handlers that were there before
+    if signals.signum: ...         # the training loop checks between iterations, saves,
+    signals.stop_saved = True      # says that the stop's save is written,
+    signals.restore()              # and gives back the handlers that were there before
 
-A second Ctrl-C while a stop is under way quits at once (QuitNow), without that save: the last
-checkpoint stays whole, since checkpoints are written to a temporary file first.
+Ctrl-C pressed again (a common habit) does not lose the stop's save: until it is written, each
+further Ctrl-C only says that it is coming. Once it is, a Ctrl-C quits at once (QuitNow), without
+waiting for the pictures to be redrawn.
 """
 import os
 import shlex
@@ -19,17 +21,23 @@ from .errors import QuitNow
 class StopSignals:
     def __init__(self):
         self.signum = None  # the signal that asked to stop, once one did
+        self.stop_saved = False  # the checkpoint of that stop is written: a Ctrl-C may quit at once
+        self.told = False
         self.old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGTERM, self.on_signal)
 
     def on_signal(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise QuitNow  # a second Ctrl-C: quit now
-        if self.signum is None:  # (os.write: a print() here could land in the middle of another one)
-            say(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving ... "
-                f"(Ctrl-C again quits without saving)\n")
-        self.signum = signum
+        # (os.write: a print() here could land in the middle of another one)
+        if self.signum is None:
+            self.signum = signum
+            say(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving checkpoint.pt ...\n")
+        elif signum == signal.SIGINT and self.stop_saved:
+            raise QuitNow  # Ctrl-C again once the save is written: quit now
+        elif signum == signal.SIGINT and not self.told:
+            self.told = True
+            say("\nStill saving: the run stops as soon as checkpoint.pt is written (Ctrl-C after that quits "
+                "at once).\n")
 
     def restore(self):
         if self.old is not None:

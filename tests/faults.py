@@ -1,15 +1,22 @@
-"""Faults injected from outside the scripts, for the tests: the scripts and common hold no test hooks.
+"""Faults caused from outside the scripts, for the tests: the scripts and common hold no test hooks.
 
 In-process, a test patches common.DataLoader.__iter__ with faulty_iter(...). As a process:
 
-    python tests/faults.py [--signal-at EPOCH:BATCH[/SIGINT,SIGINT]] [--nan-at EPOCH:BATCH] SCRIPT.py ARGS...
+    python tests/faults.py [--signal-at EPOCH:BATCH[/SIGINT,SIGINT]] [--nan-at EPOCH:BATCH]
+                           [--file-size-limit-at EPOCH:BATCH/BYTES] [--signal-during-save N/SIGINT]
+                           [--draw-every SECONDS] [--agree-every N] SCRIPT.py ARGS...
 
-runs SCRIPT.py's main(ARGS) as `python SCRIPT.py ARGS` would (torchrun can start it the same way),
-with the process sending itself the signals as that batch begins, or that batch made of NaNs.
+runs SCRIPT.py's main(ARGS) as `python SCRIPT.py ARGS` would (torchrun can start it the same way).
+The faults are real: the process sends itself the signals as that batch begins (or while a
+n-th checkpoint is being written), that batch is made of NaNs, or from that batch on the process may
+write no file beyond BYTES (RLIMIT_FSIZE, as `ulimit -f` sets it: a write past it fails with
+EFBIG, as on a full disk with ENOSPC). --draw-every and --agree-every set the run's intervals
+(common.run.DRAW_EVERY, AGREE_EVERY), so that what they trigger happens at toy size.
 """
 import argparse
 import importlib
 import os
+import resource
 import signal
 import sys
 
@@ -20,9 +27,10 @@ from common.data import DataLoader  # noqa: E402
 original_iter = DataLoader.__iter__
 
 
-def faulty_iter(signal_at=None, nan_at=None):
+def faulty_iter(signal_at=None, nan_at=None, file_size_limit_at=None):
     """A DataLoader.__iter__ that signals this process as batch "epoch:i" begins
-    ("epoch:i/SIGTERM", "epoch:i/SIGINT,SIGINT" for Ctrl-C pressed twice), or NaNs that batch."""
+    ("epoch:i/SIGTERM", "epoch:i/SIGINT,SIGINT" for Ctrl-C pressed twice), NaNs that batch, or
+    limits the size of the files this process may write from that batch on ("epoch:i/BYTES")."""
     def __iter__(self):
         for i, (images, labels) in enumerate(original_iter(self), self.start):
             here = f"{self.epoch}:{i}"
@@ -31,18 +39,46 @@ def faulty_iter(signal_at=None, nan_at=None):
                     os.kill(os.getpid(), getattr(signal, name))
             if nan_at == here:
                 images = images * float("nan")
+            if file_size_limit_at and file_size_limit_at.partition("/")[0] == here:
+                limit = int(file_size_limit_at.partition("/")[2])
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
             yield images, labels
     return __iter__
+
+
+def signal_during_save(which):
+    """common.checkpoints.torch_save that sends this process a signal once the n-th save of the
+    process has begun writing ("n/SIGINT")."""
+    import common.checkpoints
+    real, n, name = common.checkpoints.torch_save, int(which.partition("/")[0]), which.partition("/")[2]
+    saves = []
+
+    def torch_save(obj, f):
+        saves.append(f)
+        if len(saves) == n:  # (its file is open: the save has begun)
+            os.kill(os.getpid(), getattr(signal, name))
+        return real(obj, f)
+    return torch_save
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--signal-at")
     parser.add_argument("--nan-at")
+    parser.add_argument("--file-size-limit-at")
+    parser.add_argument("--signal-during-save")
+    parser.add_argument("--draw-every", type=float)
+    parser.add_argument("--agree-every", type=int)
     parser.add_argument("script")
     faults, argv = parser.parse_known_args()
-    DataLoader.__iter__ = faulty_iter(faults.signal_at, faults.nan_at)
+    DataLoader.__iter__ = faulty_iter(faults.signal_at, faults.nan_at, faults.file_size_limit_at)
+    import common
+    if faults.signal_during_save:
+        common.checkpoints.torch_save = signal_during_save(faults.signal_during_save)
+    if faults.draw_every is not None:
+        common.run.DRAW_EVERY = faults.draw_every
+    if faults.agree_every is not None:
+        common.run.AGREE_EVERY = faults.agree_every
     sys.argv = [faults.script, *argv]  # so that "Continue with: ..." names the script itself
     module = importlib.import_module(os.path.basename(faults.script)[:-3])
-    import common
     common.run_script(lambda: module.main(argv))

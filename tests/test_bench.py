@@ -9,7 +9,7 @@ from conftest import ROOT, make_mnist
 def test_benchmark_runs_all_three_side_by_side(tmp_path):
     mnist = make_mnist(str(tmp_path / "mnist"), n=200)  # the lesson's loop needs full batches of 100
     p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--mnist", mnist,
-                        "--faces", "24", "--celeba", str(tmp_path / "faces"), "--epochs", "2", "--repeats", "1"],
+                        "--faces", "24", "--celeba", str(tmp_path / "faces"), "--epochs", "1", "--repeats", "1"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     rows = [line for line in p.stdout.splitlines() if line.startswith("| ") and "MiB |" in line]

@@ -44,13 +44,14 @@ def test_trains_with_two_processes_and_writes_one_set_of_outputs(straight):
 
 def test_sigint_under_torchrun_saves_once_and_resumes_bit_for_bit(straight, tmp_path):
     outdir, args, _ = straight
-    code, out, err = torchrun(*args, "--outdir", tmp_path, faults=("--signal-at", "1:1/SIGINT"))
+    # The processes agree on a stop every AGREE_EVERY iterations, set to 4 here (10 by default):
+    # Ctrl-C as batch 1 of the second epoch begins (iteration 8 of the run: 6 batches per epoch) is
+    # agreed on at iteration 8, so all of them stop after batch 2 of 6.
+    code, out, err = torchrun(*args, "--outdir", tmp_path, faults=("--signal-at", "1:1/SIGINT", "--agree-every", "4"))
     assert code != 0  # the workers exit with 130, which torchrun reports as a failure
-    # The processes agree on a stop every AGREE_EVERY (10) iterations: iteration 10 of the run is
-    # batch 3 of epoch 1 (6 batches per epoch), so all of them stop after it.
-    assert err.count("Stopped at epoch 1, iteration 4") == 1, err[-3000:]
+    assert err.count("Stopped in epoch 2/2 after batch 2 of 6") == 1, err[-3000:]
     assert "torchrun --standalone --nproc_per_node=2" in err
-    assert "Traceback" not in err.split("Stopped at")[0]  # the workers' own output has none
+    assert "Traceback" not in err.split("Stopped in")[0]  # the workers' own output has none
     code, out, err = torchrun(*args, "--outdir", tmp_path, "--resume")
     assert code == 0, err[-3000:]
     assert_same(load(outdir), load(str(tmp_path)))

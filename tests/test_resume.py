@@ -25,7 +25,7 @@ def test_sigint_in_epoch_2_then_resume_ends_bit_for_bit_as_a_straight_run(
     out, err = p.communicate(timeout=240)
     assert p.returncode == 130, err
     assert "Traceback" not in err
-    assert "Stopped at epoch 1, iteration 2" in err and "--resume" in err.splitlines()[-1]
+    assert "Stopped in epoch 2/2 after batch 2 of 3" in err and "--resume" in err.splitlines()[-1]
     ckpt = load(tmp_path)
     assert (ckpt["epoch"], ckpt["iteration"]) == (1, 2)
     assert call(script, *args, "--resume") == 0
@@ -50,22 +50,6 @@ def test_sigterm_from_outside_saves_and_resumes(tmp_path, mnist_root):
     epochs = ckpt["epoch"] + (2 if ckpt["iteration"] else 1)
     assert call("gan_mnist", *args[:-4], "--epochs", epochs, "--outdir", tmp_path, "--resume") == 0
     assert load(tmp_path)["epoch"] == epochs
-
-
-def test_a_second_ctrl_c_quits_at_once_and_keeps_the_last_checkpoint(tmp_path, mnist_root):
-    args = ["--dataroot", mnist_root, "--batch-size", "4", "--epochs", "3", "--checkpoint-every", "1000",
-            "--outdir", tmp_path]
-    # Ctrl-C twice as batch 2 of epoch 1 begins: no save of that iteration, no traceback
-    p = spawn("gan_mnist", *args, faults=("--signal-at", "1:2/SIGINT,SIGINT"))
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
-    assert "Traceback" not in err and "second Ctrl-C" in err.splitlines()[-1]
-    assert "Stopped at" not in err
-    ckpt = load(tmp_path)  # the one written at the end of epoch 0, whole
-    assert (ckpt["epoch"], ckpt["iteration"]) == (1, 0)
-    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
-    assert call("gan_mnist", *args, "--resume") == 0
-    assert load(tmp_path)["epoch"] == 3
 
 
 def test_kill_9_leaves_a_complete_checkpoint(tmp_path, mnist_root):
@@ -145,7 +129,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(script, tmp_path, 
     monkeypatch.setattr(common.DataLoader, "__iter__", faulty_iter(nan_at="1:1"))
     assert call(script, *args) == 3
     err = capsys.readouterr().err
-    assert "NaN" in err and "epoch 1, iteration 1" in err and "Traceback" not in err
+    assert "NaN" in err and "in batch 2 of 3 of epoch 2/3" in err and "Traceback" not in err
     ckpt = load(tmp_path)
     assert (ckpt["epoch"], ckpt["iteration"]) == (1, 1)  # the periodic save just before the NaN
     for name in ("netG", "netD"):
@@ -160,7 +144,7 @@ def test_checkpoint_holds_only_plain_data_and_loads_with_weights_only(runs):
             return all(isinstance(k, (str, int)) and plain(v) for k, v in x.items())
         if isinstance(x, (list, tuple)):
             return all(plain(v) for v in x)
-        return x is None or isinstance(x, (torch.Tensor, int, float, str, bool))
+        return x is None or isinstance(x, (torch.Tensor, int, float, str, bool, bytes))
     assert plain(ckpt)
     assert isinstance(ckpt["rng"][0]["torch"], torch.Tensor)
 

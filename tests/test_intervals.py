@@ -1,0 +1,177 @@
+"""Issue: what wall time or a count triggers (a drawing every DRAW_EVERY seconds, a save every
+--checkpoint-every iterations, the torchrun agreement every AGREE_EVERY: tests/test_ddp.py), made
+to happen at toy size by setting its interval in the test: at real size a first epoch lasts hours,
+and each of these fires inside it."""
+import os
+import signal
+
+import pytest
+import torch
+from PIL import Image
+
+import common
+from common import pictures
+from common.progress import Progress
+from conftest import assert_same, call, data_args, load, same_files
+from faults import faulty_iter
+
+
+def frames_of(path):
+    with Image.open(path) as gif:
+        return gif.n_frames
+
+
+def no_temporaries(folder):
+    return [f for _, dirs, files in os.walk(folder) for f in dirs + files if ".tmp" in f] == []
+
+
+@pytest.mark.parametrize("frames", [1, 2, 5])
+def test_a_gif_of_any_number_of_frames_is_written_and_no_temporary_file_is_left(tmp_path, frames):
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    pngs = []
+    for k in range(frames):
+        pngs.append(str(tmp_path / f"epoch_{k:04d}.png"))
+        pictures.save_grid(images * (k + 1) / frames, pngs[-1], nrow=2)
+    pictures.write_gif(pngs, str(tmp_path / "progress.gif"), pictures.GifFrames(pictures.palette_of(images, 2)),
+                       [f"epoch {k}" for k in range(frames)])
+    assert frames_of(tmp_path / "progress.gif") == frames
+    assert no_temporaries(tmp_path)
+
+
+@pytest.fixture
+def drawings(monkeypatch):
+    """DRAW_EVERY = 0: the pictures are drawn after every iteration. Returns the number of frames of
+    each progress.gif written, as it was read back from the file right after."""
+    monkeypatch.setattr(common.run, "DRAW_EVERY", 0)
+    written, real_write_gif = [], pictures.write_gif
+
+    def write_gif(pngs, path, *args, **kwargs):
+        real_write_gif(pngs, path, *args, **kwargs)
+        written.append(frames_of(path))
+    monkeypatch.setattr(pictures, "write_gif", write_gif)
+    return written
+
+
+def test_a_drawing_inside_the_first_epoch_with_one_sample_frame_so_far(drawings, tmp_path, celeba_root, capsys):
+    assert call("dcgan_celeba", *data_args("dcgan_celeba", "", celeba_root), "--epochs", 1, "--outdir", tmp_path) == 0
+    assert drawings == [1, 1, 1, 2]  # after each of the 3 batches, from samples/epoch_0000.png alone; at the end
+    assert frames_of(tmp_path / "progress.gif") == 2
+    assert "warning" not in capsys.readouterr().err and no_temporaries(tmp_path)
+
+
+def test_a_stop_inside_the_first_epoch_draws_its_one_frame_and_exits_130(tmp_path, mnist_root, monkeypatch, capsys):
+    monkeypatch.setattr(common.DataLoader, "__iter__", faulty_iter(signal_at="0:1/SIGINT"))
+    args = data_args("gan_mnist", mnist_root, "") + ["--epochs", 2, "--outdir", tmp_path]
+    assert call("gan_mnist", *args) == 130
+    err = capsys.readouterr().err
+    assert "Stopped in epoch 1/2 after batch 2 of 3" in err and "warning" not in err and "Traceback" not in err
+    assert frames_of(tmp_path / "progress.gif") == 1 and no_temporaries(tmp_path)
+
+
+def test_a_drawing_right_after_a_resume(drawings, tmp_path, mnist_root, capsys, monkeypatch):
+    args = data_args("dcgan_mnist", mnist_root, "") + ["--outdir", tmp_path]
+    monkeypatch.setattr(common.run, "DRAW_EVERY", 10**9)
+    assert call("dcgan_mnist", *args, "--epochs", 1) == 0
+    monkeypatch.setattr(common.run, "DRAW_EVERY", 0)
+    drawn_at, real_draw = [], common.Run.draw
+
+    def draw(run):
+        drawn_at.append(len(run.history))
+        real_draw(run)
+    monkeypatch.setattr(common.Run, "draw", draw)
+    assert call("dcgan_mnist", *args, "--epochs", 2, "--resume") == 0
+    assert drawn_at[0] == 4  # right after the first iteration of the resumed run (3 before it)
+    assert drawings[0] == 2 and frames_of(tmp_path / "progress.gif") == 3
+    with open(tmp_path / "history.csv") as f:
+        assert len(f.readlines()) == 1 + 6
+    assert "warning" not in capsys.readouterr().err and no_temporaries(tmp_path)
+
+
+def test_a_periodic_save_mid_epoch_then_ctrl_c_then_resume_ends_bit_for_bit(tmp_path, mnist_root, monkeypatch):
+    # 40 digits in batches of 4: 10 per epoch. Saves every 3 iterations: iteration 12 is batch 2 of
+    # epoch 1 (the second); Ctrl-C as batch 4 of it begins stops after batch 5, saving there.
+    args = ["--dataroot", mnist_root, "--batch-size", 4, "--epochs", 2, "--checkpoint-every", 3]
+    assert call("gan_mnist", *args, "--outdir", tmp_path / "straight") == 0
+    saves, real_write = [], common.run.write_checkpoint
+
+    def write_checkpoint(state, outdir, where):
+        saves.append((state["epoch"], state["iteration"]))
+        real_write(state, outdir, where)
+    monkeypatch.setattr(common.run, "write_checkpoint", write_checkpoint)
+    monkeypatch.setattr(common.DataLoader, "__iter__", faulty_iter(signal_at="1:4/SIGINT"))
+    assert call("gan_mnist", *args, "--outdir", tmp_path / "stopped") == 130
+    # every 3 iterations, never at an epoch's last batch (its end saves at once), then the stop's save
+    assert saves == [(0, 3), (0, 6), (0, 9), (1, 0), (1, 2), (1, 5)]
+    prev = torch.load(tmp_path / "stopped" / "checkpoint.prev.pt", weights_only=True)
+    assert (prev["epoch"], prev["iteration"]) == (1, 2)  # the periodic save, mid-epoch, kept as the older copy
+    monkeypatch.undo()
+    assert call("gan_mnist", *args, "--outdir", tmp_path / "stopped", "--resume") == 0
+    assert_same(load(tmp_path / "straight"), load(tmp_path / "stopped"))
+    assert same_files(tmp_path / "straight", tmp_path / "stopped", "history.csv")
+
+
+def test_an_unexpected_error_in_the_bookkeeping_still_closes_the_run(tmp_path, mnist_root, monkeypatch):
+    """The script's main() called directly, without run_script (which gives the handlers back for
+    any command): the run itself gives back the Ctrl-C and SIGTERM handlers and the folder."""
+    import gan_mnist
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    calls = []
+
+    def broken_flush(history):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a bug in the bookkeeping")
+        return real_flush(history)
+    real_flush = common.history.History.flush
+    monkeypatch.setattr(common.history.History, "flush", broken_flush)
+    with pytest.raises(RuntimeError, match="a bug in the bookkeeping"):
+        gan_mnist.main([str(a) for a in data_args("gan_mnist", mnist_root, "")] + ["--epochs", "3", "--outdir",
+                                                                                  str(tmp_path)])
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert not os.path.exists(tmp_path / ".lock")
+
+
+def eta_of_a_simulated_run(monkeypatch, epochs, batches, batch_s, draw_every, draw_s, first_batch_s=None):
+    """Progress driven as Run drives it, on a clock of the test's own: each batch takes batch_s (the
+    first first_batch_s), the pictures are drawn every draw_every seconds (as Run.step does) at
+    draw_s each, and at each epoch's end. Returns [(epoch, batch, printed ETA, time really left)]."""
+    now = [0.0]
+    monkeypatch.setattr(common.progress.time, "monotonic", lambda: now[0])
+    progress, drawn_at, seen = Progress(epochs, batches, 1, batches, draw_every), 0.0, []
+
+    def draw(frames):
+        nonlocal drawn_at
+        now[0] += draw_s
+        progress.drawn(draw_s, draw_s / 2, frames)
+        drawn_at = now[0]
+    for epoch in range(epochs):
+        progress.start_epoch(epoch, 0)
+        for i in range(batches):
+            now[0] += first_batch_s if (epoch, i) == (0, 0) and first_batch_s else batch_s
+            progress.batch_done(i)
+            seen.append((epoch, i, progress.eta(i + 1), now[0]))
+            if now[0] - drawn_at >= draw_every:
+                draw(epoch + 1)
+        draw(epoch + 2)
+        progress.end_epoch()
+    end = now[0] + common.progress.EXIT_SECONDS
+    return [(e, i, eta, end - t) for e, i, eta, t in seen]
+
+
+def test_the_eta_of_a_first_epoch_with_drawings_in_it(monkeypatch):
+    """A real-size first epoch: hundreds of batches, a drawing every few seconds inside it. Once the
+    first drawing is measured, the ETA counts those still to come, and is within 5 % of the truth."""
+    rows = eta_of_a_simulated_run(monkeypatch, epochs=3, batches=400, batch_s=0.1, draw_every=5, draw_s=1.0)
+    first_epoch = [(eta, left) for e, i, eta, left in rows if e == 0 and i > 60]  # (a drawing at 5 s: batch 50)
+    # (the drawings are a sixth of the time: an ETA of the batches alone would be 16 % short)
+    assert max(abs(eta - left) / left for eta, left in first_epoch) < 0.05
+
+
+def test_the_eta_leaves_the_first_iteration_out_of_the_pace(monkeypatch):
+    """The first iteration warms up (allocations, kernel choices): 3 s here, then 0.01 s a batch. A
+    short run's ETA in its first epoch must not take 3 s for the pace of every batch."""
+    rows = eta_of_a_simulated_run(monkeypatch, epochs=3, batches=100, batch_s=0.01, draw_every=30, draw_s=0.0,
+                                  first_batch_s=3.0)
+    at_batch_10 = next(eta for e, i, eta, left in rows if (e, i) == (0, 10))
+    left = next(left for e, i, eta, left in rows if (e, i) == (0, 10))
+    assert abs(at_batch_10 - left) / left < 0.15, (at_batch_10, left)

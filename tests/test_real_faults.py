@@ -1,0 +1,285 @@
+"""Issue: real faults, as they happen: a full disk (a real file-size limit, RLIMIT_FSIZE, which makes
+a write fail with EFBIG as a full disk does with ENOSPC), a signal during --generate, --export-real
+and the first decode, Ctrl-C pressed twice; and the rough edges a new user met."""
+import glob
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+import common
+from common.signals import StopSignals
+from conftest import ROOT, call, data_args, load, make_faces, spawn
+from faults import faulty_iter
+
+
+def limited(bytes_):
+    """preexec_fn: the child may write no file beyond bytes_ (as `ulimit -f` sets it)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (bytes_, resource.RLIM_INFINITY))
+
+
+def run_limited(script, *argv, limit, timeout=240):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), *map(str, argv)], cwd=ROOT,
+                       preexec_fn=limited(limit), capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def temporaries(*folders):
+    return [os.path.join(d, f) for folder in folders for d, dirs, files in os.walk(folder) for f in dirs + files
+            if ".tmp" in f]
+
+
+def one_sentence(err, *words):
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err[-3000:]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk
+# ---------------------------------------------------------------------------------------------
+
+def test_a_checkpoint_that_cannot_be_written_is_one_sentence_and_the_last_one_stays(tmp_path, mnist_root):
+    args = ["--dataroot", mnist_root, "--outdir", tmp_path, "--batch-size", 16]
+    assert call("gan_mnist", *args, "--epochs", 1) == 0
+    before = (tmp_path / "checkpoint.pt").read_bytes()  # (6.6 MB: the nets and Adam's moments)
+    code, out, err = run_limited("gan_mnist", *args, "--epochs", 2, "--resume", limit=2 * 2**20)
+    assert code == 1
+    one_sentence(err, "could not write", "checkpoint.pt", "File too large", "ulimit -f", "previous checkpoint is intact")
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before and temporaries(tmp_path) == []
+    assert call("gan_mnist", *args, "--epochs", 2, "--resume") == 0  # and it goes on once it can write
+
+
+def test_pictures_and_history_that_cannot_be_written_cost_a_warning_each_not_the_run(tmp_path, mnist_root):
+    """From batch 1 of the second epoch on, no file may exceed 256 bytes: every drawing (one after
+    every iteration here) fails, each picture is named once, and training goes on until the save at
+    the epoch's end, which cannot be written either: one sentence, the last checkpoint whole."""
+    args = data_args("gan_mnist", mnist_root, "") + ["--epochs", 3, "--outdir", tmp_path]
+    p = spawn("gan_mnist", *args, faults=("--file-size-limit-at", "1:1/256", "--draw-every", "0"))
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 1, err[-3000:]
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert sorted(w.split()[4] for w in warnings) == ["history.csv", "losses.png", "progress.gif", "real_vs_fake.png",
+                                                      "samples/epoch_0002.png", "scores.png"]
+    assert all("File too large" in w and "training goes on" in w for w in warnings)
+    one_sentence("\n".join(line for line in err.splitlines() if line not in warnings), "checkpoint.pt",
+                 "previous checkpoint is intact")
+    assert "epoch 2/3 done" not in out  # (the epoch's line comes after its save)
+    assert (load(tmp_path)["epoch"], load(tmp_path)["iteration"]) == (1, 0) and temporaries(tmp_path) == []
+
+
+def test_an_image_cache_that_cannot_be_written_is_skipped_with_a_notice(tmp_path):
+    faces = str(tmp_path / "faces")
+    make_faces(os.path.join(faces, "img_align_celeba"), n=200, size=(64, 64))  # a cache of 2.4 MB
+    args = ["--dataroot", faces, "--batch-size", 50, "--ngf", 4, "--ndf", 4, "--workers", 0, "--epochs", 1,
+            "--outdir", tmp_path / "run"]
+    code, out, err = run_limited("dcgan_celeba", *args, limit=2 * 2**20)
+    assert code == 0, err[-3000:]
+    notice = next(line for line in out.splitlines() if line.startswith("notice: the decoded images could not"))
+    assert notice.count("File too large") == 2 and "training goes on" in notice  # the dataset's folder and the outdir
+    assert glob.glob(os.path.join(faces, "*.pt")) == [] and temporaries(faces, tmp_path / "run") == []
+    assert call("dcgan_celeba", *args, "--overwrite") == 0  # (no limit)
+    assert len(glob.glob(os.path.join(faces, "image_cache_*.pt"))) == 1
+
+
+@pytest.mark.parametrize("command", ["generate", "export-real"])
+def test_generate_and_export_real_on_a_full_disk_keep_what_was_there(command, runs, tmp_path, celeba_root):
+    outdir = runs["dcgan_celeba"]["b"]
+    flags = ["--generate", 6] if command == "generate" else ["--dataroot", celeba_root, "--export-real", 6]
+    folder = os.path.join(outdir, "generated" if command == "generate" else "real")
+    assert call("dcgan_celeba", "--outdir", outdir, *flags[:-1], 3) == 0
+    before = sorted(os.listdir(folder))
+    code, out, err = run_limited("dcgan_celeba", "--outdir", outdir, *flags, limit=2000)  # (a 64x64 PNG: ~10 KB)
+    assert code == 1
+    one_sentence(err, f"could not write {folder}/", "File too large", "left as it was")
+    assert sorted(os.listdir(folder)) == before and temporaries(outdir) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals outside the training loop: no temporary file or folder is left
+# ---------------------------------------------------------------------------------------------
+
+def stop_when(p, pattern, signum, timeout=120):
+    """Send p signum as soon as a path matching the glob pattern exists."""
+    t0 = time.monotonic()
+    while not glob.glob(pattern):
+        assert p.poll() is None, "the command ended before it could be stopped"
+        assert time.monotonic() - t0 < timeout
+        time.sleep(0.005)
+    p.send_signal(signum)
+    return p.communicate(timeout=120)
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_during_generate_leaves_the_earlier_images_and_no_temporary_folder(signum, code, runs):
+    outdir = runs["gan_mnist"]["b"]
+    assert call("gan_mnist", "--outdir", outdir, "--generate", 3) == 0
+    p = spawn("gan_mnist", "--outdir", outdir, "--generate", 20000)
+    out, err = stop_when(p, os.path.join(outdir, "generated.tmp*", "images", "00*.png"), signum)
+    assert p.returncode == code and "Traceback" not in err, err[-3000:]
+    assert sorted(os.listdir(os.path.join(outdir, "generated", "images"))) == ["00000.png", "00001.png", "00002.png"]
+    assert temporaries(outdir) == []
+
+
+def test_a_stop_during_export_real_leaves_no_temporary_folder(tmp_path):
+    faces = str(tmp_path / "faces")
+    make_faces(os.path.join(faces, "img_align_celeba"), n=3000, size=(32, 32))
+    outdir = tmp_path / "run"
+    p = spawn("dcgan_celeba", "--dataroot", faces, "--outdir", outdir, "--export-real", 3000)
+    out, err = stop_when(p, str(outdir / "real.tmp*" / "0*.png"), signal.SIGTERM)
+    assert p.returncode == 143 and "Traceback" not in err, err[-3000:]
+    assert not os.path.exists(outdir / "real") and temporaries(outdir) == []
+
+
+def test_a_stop_during_the_first_decode_leaves_no_cache_and_a_dead_ones_temporary_is_removed(tmp_path):
+    faces = str(tmp_path / "faces")
+    make_faces(os.path.join(faces, "img_align_celeba"), n=1500, size=(32, 32))  # (decoded in about a second)
+    # what a decode killed with kill -9 while writing its cache leaves: a temporary of a process that is gone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = os.path.join(faces, f"image_cache_64px_0123456789abcdef.pt.tmp{dead.pid}")
+    open(stale, "wb").write(b"x" * 1000)
+    p = spawn("dcgan_celeba", "--dataroot", faces, "--outdir", tmp_path / "run", "--epochs", 1,
+              env={"PYTHONUNBUFFERED": "1"})
+    for line in p.stdout:
+        if line.startswith("Decoding"):
+            break
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and "Traceback" not in err, err[-3000:]
+    assert glob.glob(os.path.join(faces, "*.pt*")) == [stale]  # (decoding: no cache yet, and no temporary)
+    assert not os.path.exists(tmp_path / "run")
+    assert call("dcgan_celeba", "--dataroot", faces, "--outdir", tmp_path / "run", "--epochs", 1, "--batch-size", 500,
+                "--ngf", 4, "--ndf", 4) == 0
+    assert not os.path.exists(stale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C twice
+# ---------------------------------------------------------------------------------------------
+
+def test_ctrl_c_twice_in_the_first_epoch_still_saves_before_quitting(tmp_path, mnist_root):
+    """Pressed twice (a common habit) mid-epoch, before any save: the second waits for the save."""
+    args = ["--dataroot", mnist_root, "--batch-size", 4, "--epochs", 3, "--outdir", tmp_path]
+    p = spawn("gan_mnist", *args, faults=("--signal-at", "0:3/SIGINT,SIGINT"))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert "Still saving" in err and "Stopped in epoch 1/3 after batch 4 of 10" in err
+    assert (load(tmp_path)["epoch"], load(tmp_path)["iteration"]) == (0, 4)
+    assert call("gan_mnist", *args, "--resume") == 0
+
+
+def test_ctrl_c_while_the_stops_save_is_being_written_lets_it_finish(tmp_path, mnist_root):
+    args = ["--dataroot", mnist_root, "--batch-size", 4, "--epochs", 3, "--outdir", tmp_path]
+    p = spawn("gan_mnist", *args, faults=("--signal-at", "0:3/SIGINT", "--signal-during-save", "1/SIGINT"))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert "Still saving" in err and "Stopped in epoch 1/3 after batch 4 of 10" in err
+    assert (load(tmp_path)["epoch"], load(tmp_path)["iteration"]) == (0, 4) and temporaries(tmp_path) == []
+
+
+def test_ctrl_c_pressed_twice_50_ms_apart_from_outside(tmp_path, mnist_root):
+    args = ["--dataroot", mnist_root, "--batch-size", 1, "--epochs", 1000, "--checkpoint-every", 10**6,
+            "--outdir", tmp_path]
+    p = spawn("gan_mnist", *args, env={"PYTHONUNBUFFERED": "1"})
+    for line in p.stdout:  # wait until the second epoch trains
+        if line.startswith("epoch 1/"):
+            break
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    stopped = err.split("Stopped ")[1].split(";")[0]  # in epoch 2/1000 after batch 7 of 40, say
+    ckpt = load(tmp_path)
+    assert stopped == (f"in epoch {ckpt['epoch'] + 1}/1000 after batch {ckpt['iteration']} of 40"
+                       if ckpt["iteration"] else f"after epoch {ckpt['epoch']}/1000")
+
+
+def test_once_the_stops_save_is_written_ctrl_c_quits_at_once():
+    signals = StopSignals()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # asks to stop
+        assert signals.signum == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGINT)  # the save is due: it waits for it
+        signals.stop_saved = True
+        with pytest.raises(common.errors.QuitNow):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # (the handler runs here, in the main thread)
+    finally:
+        signals.restore()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rough edges
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("made", [True, False])
+def test_a_folder_without_mnist_is_left_as_it_was(made, tmp_path, capsys):
+    root = tmp_path / "data"
+    if made:
+        root.mkdir()
+    assert call("gan_mnist", "--dataroot", root, "--outdir", tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    assert "official .gz archives" in err and "(or their .gz)" not in err
+    assert (os.listdir(root) == []) if made else not os.path.exists(root)
+
+
+def test_one_way_of_counting_in_every_line(tmp_path, mnist_root, capsys, monkeypatch):
+    args = data_args("gan_mnist", mnist_root, "") + ["--outdir", tmp_path, "--checkpoint-every", 100]
+    monkeypatch.setattr(common.DataLoader, "__iter__", faulty_iter(signal_at="1:1/SIGINT"))
+    assert call("gan_mnist", *args, "--epochs", 3) == 130
+    assert "Stopped in epoch 2/3 after batch 2 of 3; saved" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert call("gan_mnist", *args, "--epochs", 3, "--resume") == 0
+    out = capsys.readouterr().out
+    assert "Resuming in epoch 2/3 after batch 2 of 3" in out and "epoch 2/3 done" in out and "epoch 3/3 done" in out
+    assert call("gan_mnist", *args, "--epochs", 4, "--resume") == 0
+    out = capsys.readouterr().out
+    assert "Resuming after epoch 3/4" in out and "epoch 4/4 done" in out
+
+
+def test_a_changed_image_folder_is_refused_saying_what_changed(tmp_path, capsys):
+    faces = tmp_path / "faces"
+    make_faces(str(faces / "img_align_celeba"), n=12, size=(32, 32))
+    args = ["--dataroot", faces, "--batch-size", 4, "--ngf", 4, "--ndf", 4, "--workers", 0, "--outdir", tmp_path / "run"]
+    assert call("dcgan_celeba", *args, "--epochs", 1) == 0
+    folder = faces / "img_align_celeba"
+    make_faces(str(tmp_path / "more"), n=15, size=(32, 32), seed=1)
+    for name in ("000013.jpg", "000014.jpg", "000015.jpg"):
+        os.replace(tmp_path / "more" / name, folder / name)
+    os.remove(folder / "000001.jpg")
+    Image.new("RGB", (40, 40)).save(folder / "000002.jpg")
+    capsys.readouterr()
+    assert call("dcgan_celeba", *args, "--epochs", 2, "--resume") == 1
+    err = capsys.readouterr().err
+    assert "3 images added (img_align_celeba/000013.jpg, img_align_celeba/000014.jpg, img_align_celeba/000015.jpg), " \
+           "1 image removed (img_align_celeba/000001.jpg), 1 image changed in size (img_align_celeba/000002.jpg)" in err
+
+
+def test_export_real_with_fewer_images_than_asked_says_so(tmp_path, celeba_root, capsys):
+    assert call("dcgan_celeba", "--dataroot", celeba_root, "--outdir", tmp_path, "--export-real", 100) == 0
+    assert "--export-real 100 asked for, but the dataset holds 24 images: writing those" in capsys.readouterr().out
+    assert len(os.listdir(tmp_path / "real")) == 24
+
+
+def test_overwrite_deletes_what_the_run_wrote_by_name_and_nothing_else(tmp_path, mnist_root):
+    args = data_args("gan_mnist", mnist_root, "") + ["--outdir", tmp_path]
+    assert call("gan_mnist", *args, "--epochs", 1) == 0
+    assert call("gan_mnist", *args, "--generate", 3) == 0
+    mine = [tmp_path / "samples" / "my_notes.txt", tmp_path / "samples" / "best.png",
+            tmp_path / "generated" / "images" / "picked.png"]
+    for path in mine:
+        path.write_text("mine")
+    assert call("gan_mnist", *args, "--epochs", 1, "--overwrite") == 0
+    assert all(path.read_text() == "mine" for path in mine)
+    assert sorted(os.listdir(tmp_path / "samples")) == ["best.png", "epoch_0000.png", "epoch_0001.png", "my_notes.txt"]
+    assert os.listdir(tmp_path / "generated") == ["images"] and os.listdir(tmp_path / "generated" / "images") == [
+        "picked.png"]
