@@ -254,9 +254,10 @@ def tutorial_dcgan_celeba(args, device):
 
 
 def sync(device):
+    """Wait for the device's work to finish (a CUDA-only branch: tests/test_cuda_path.py calls it)."""
     import torch
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def epoch_done(epoch, epochs, seconds, n):

@@ -5,26 +5,53 @@ table last, a row per check with pass / FAIL (or n/a, or cut by the deadline) an
     python benchmarks/gpu_check.py --small --device cpu --logdir /tmp/check  # the same checks, tiny
 
 The small form runs in CI (tests/test_cuda_path.py), so this script is known to work before a GPU
-minute is spent on it. What each check shows:
+minute is spent on it. Everything after the arguments runs inside a row: an exception anywhere
+(the header, the data, a check) costs its row, never the table. The rows, and what each is
+expected to take on an H200 in the full form (2,048 synthetic faces, the tutorial's nets and
+batch: 16 batches per epoch; from CPU timings of the same work and these assumptions: a process
+launch costs 12-18 s there (Python, the torch import, CUDA's start, two epochs, 76 MB checkpoints
+written with fsync), an in-process run of two epochs 2-4 s once CUDA has started, and compiling
+the two nets 1.5-3 min, so the runs happen in this process wherever no signal or torchrun is
+needed, and each check compares against runs already made):
 
-  pixel table       DataLoader's batches on the device equal the dataset's own ToTensor+Normalize
-                    on the CPU, bit for bit (dividing by 255 on a GPU would not)
-  RNG               training the reference digit classifier leaves the CPU and CUDA generators
-                    alone, and its cache file holds CPU tensors
-  NaN               a diverging dcgan_celeba run ends in one sentence, exit 3, the last checkpoint
-                    intact, and CUDA still usable in the same process
-  host syncs        none in steady-state iterations between log lines (torch.cuda.set_sync_debug_mode)
-  dcgan_celeba      on synthetic 178x218 JPEG faces: two runs bit-identical, their checkpoints CPU
-                    tensors only; SIGINT mid-epoch and --resume equal to a straight run; --stream
-                    equal to in-memory; torchrun (nccl on a GPU) trains, stops on SIGTERM and
-                    resumes; --ngpu 2 on one GPU runs with its notice; --amp, --channels-last,
-                    --compile, --cudnn-benchmark each train
-  collectives       what torchrun's processes exchange (the stop agreement, the RNG states, the
-                    checkpoint, the barrier, DDP's gradients) on this device's backend. One GPU
-                    allows one process, and with one the scripts exchange nothing, so this calls
-                    each exchange directly; DDP across two GPUs stays unchecked by this script
-  speed             benchmarks/bench.py: the tutorial's loop against the script, side by side
-  tests             the test suite on this machine's device, the device's own tests first
+  row                     what it shows                                               expected s
+  device                  the GPU, driver, CUDA, cuDNN, torch (CUDA starts here)            10
+  data                    2,048 synthetic 178x218 JPEG faces, made on every core             3
+  pixel table             DataLoader's batches on the device equal the dataset's own
+                          ToTensor+Normalize on the CPU, bit for bit                          2
+  RNG                     training the reference digit classifier leaves the CPU and CUDA
+                          generators alone; its cache file holds CPU tensors                  3
+  NaN                     a diverging run ends in one sentence, exit 3, the checkpoint of
+                          the epoch before intact (one save), CUDA still usable after         4
+  host syncs              none in steady-state iterations (torch.cuda.set_sync_debug_mode)     4
+  bit-identical           two runs in this process: checkpoints and history.csv equal,
+                          the checkpoint CPU tensors only (the first run decodes and caches)  8
+  SIGINT + --resume       a run stopped mid-epoch by a real SIGINT (a process), resumed
+                          here: equal to the straight run                                    20
+  --stream                read the files every epoch (2 workers): equal to the straight run   5
+  torchrun                nccl, one process: SIGTERM mid-epoch, resumed under torchrun:
+                          equal to the straight run (two launches)                           40
+  collectives             what torchrun's processes exchange (stop agreement, RNG states,
+                          the checkpoint, a barrier, DDP's gradients), called directly on
+                          nccl in a world of one (one GPU allows one process, which
+                          exchanges nothing while training; DDP across GPUs stays unchecked)  5
+  --ngpu 2                one GPU: trains, with its notice                                   3
+  speed                   benchmarks/bench.py on the same faces (and their cache): the
+                          tutorial's loop against the script, the limits table (4 launches)  80
+  test suite              the tests that mean something on CUDA (tests/test_cuda_path.py)    45
+  opt-in flags            --amp --channels-last --cudnn-benchmark --compile, together: it
+                          trains (last: compiling is the longest row)                       120
+                                                                                    total  ~350
+
+The CUDA-only branches the checks reach, each also called on the CPU with a CUDA device by
+tests/test_cuda_path.py, which accepts only the error that says there is no GPU or driver (a
+device without its index, a wrong argument fail it): start_device, describe, cuda_generators,
+sync_debug and the collectives row (here); common.device's use_gpu, peak_gpu_memory,
+what_the_bits_depend_on and init_distributed's nccl; common.data's DataLoader on a GPU, on_device
+and rows(pinned=True); common.quality's classifier on a GPU; dcgan_celeba's nn.DataParallel
+(--ngpu 2); bench.py's sync and dense_rates. On the CPU such a call can show a mistake made before
+its first CUDA call only. DDP's device_ids (common.device.ddp) need a GPU to be called at all: the
+collectives row is their check.
 
 At the deadline (--seconds) the running check's processes are stopped (SIGTERM, then SIGKILL,
 torchrun's workers included), that check and the ones after it are marked cut, and the table is
@@ -41,6 +68,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -86,14 +114,16 @@ class Report:
         self.log.flush()
 
     def check(self, name, f, *args):
-        """Run f(*args) -> (passed: True / False / None for n/a, figure). An exception fails the row;
-        the deadline (PastDeadline) cuts it: neither passed nor failed."""
+        """Run f(*args) -> (passed: True / False / None for n/a, figure[, a value for later checks]).
+        An exception fails the row; the deadline (PastDeadline) cuts it: neither passed nor failed.
+        Returns the value (None when the row did not pass)."""
         self.write(f"\n===== {name} =====")
-        t0 = time.monotonic()
+        t0, value = time.monotonic(), None
         try:
             if t0 > self.deadline:
                 raise PastDeadline("not run: past the deadline (--seconds)")
-            passed, figure = f(*args)
+            passed, figure, *value = f(*args)
+            value = value[0] if value and passed is not False else None
         except PastDeadline as e:
             passed, figure = "cut", str(e)
         except Exception as e:
@@ -105,11 +135,19 @@ class Report:
         print(f"{result:4s}  {name}: {figure}", flush=True)
         with open(self.table_path, "w") as f:
             f.write(self.table())
+        return value
 
     def table(self):
         lines = ["| check | result | figure | s |", "|---|---|---|---|"]
         lines += [f"| {name} | {result} | {figure} | {s:.0f} |" for name, result, figure, s in self.rows]
         return "\n".join(lines) + "\n"
+
+
+def needs(value, what):
+    """A value an earlier row made; when that row failed, this one fails saying so."""
+    if value is None:
+        raise RuntimeError(f"needs {what}, which an earlier row could not make")
+    return value
 
 
 def run(report, command, env=None):
@@ -169,6 +207,22 @@ def stop_all(p, grace):
     return out
 
 
+def in_process(report, *argv, iterate=None):
+    """dcgan_celeba.py argv, run in this process (CUDA started once for all such runs; its output
+    into the log): (exit code, what it printed). iterate: a DataLoader.__iter__ to run it with."""
+    from conftest import call
+    report.write("(in this process) dcgan_celeba.py " + " ".join(map(str, argv)))
+    out, original = io.StringIO(), common.DataLoader.__iter__
+    try:
+        common.DataLoader.__iter__ = iterate or original
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = call("dcgan_celeba", *argv)
+    finally:
+        common.DataLoader.__iter__ = original
+    report.write(out.getvalue() + f"(exit {code})")
+    return code, out.getvalue()
+
+
 def script(*argv, faults=(), torchrun=False):
     """The command line of `python dcgan_celeba.py argv` (through tests/faults.py with faults, under
     torchrun --standalone --nproc_per_node=1 with torchrun)."""
@@ -190,7 +244,7 @@ def same_run(a, b):
     try:
         assert_same(torch.load(os.path.join(a, "checkpoint.pt"), weights_only=True),
                     torch.load(os.path.join(b, "checkpoint.pt"), weights_only=True))
-    except AssertionError as e:
+    except (AssertionError, OSError) as e:
         return False, f"checkpoints differ at {e}"
     if open(os.path.join(a, "history.csv"), "rb").read() != open(os.path.join(b, "history.csv"), "rb").read():
         return False, "history.csv differs"
@@ -198,8 +252,57 @@ def same_run(a, b):
 
 
 # ---------------------------------------------------------------------------------------------
+# The CUDA-only branches of this script (each called on the CPU by tests/test_cuda_path.py)
+# ---------------------------------------------------------------------------------------------
+
+def start_device(choice):
+    """The device the checks run on: "cuda" is the first GPU, made the current one (set_device
+    needs an index: a bare "cuda" device is refused)."""
+    return common.device.use_gpu(0) if choice == "cuda" else torch.device("cpu")
+
+
+def describe(device):
+    """The machine, in one line."""
+    gpu = ""
+    if device.type == "cuda":
+        gpu = (f" ({torch.cuda.get_device_name(device)}, driver {driver_version()}, CUDA {torch.version.cuda}, "
+               f"cuDNN {torch.backends.cudnn.version()})")
+    return f"device {device}{gpu}, torch {torch.__version__}, python {sys.version.split()[0]}"
+
+
+def driver_version():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cuda_generators(device):
+    """The states of the CUDA generators (none on the CPU)."""
+    return torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+
+
+def sync_debug(mode):
+    """torch.cuda.set_sync_debug_mode: "warn" on every call that makes the host wait for the GPU, 0 off."""
+    torch.cuda.set_sync_debug_mode(mode)
+
+
+# ---------------------------------------------------------------------------------------------
 # The checks
 # ---------------------------------------------------------------------------------------------
+
+def machine(choice, small):
+    device = start_device(choice)
+    return True, describe(device) + f", {'small' if small else 'full'} form", device
+
+
+def data(tmp, n):
+    from bench import make_faces
+    faces = os.path.join(tmp, "faces")
+    make_faces(os.path.join(faces, "img_align_celeba"), n)
+    return True, f"{n} synthetic 178x218 JPEG faces", faces
+
 
 def pixel_table(device):
     import torchvision.transforms as T
@@ -223,76 +326,70 @@ def pixel_table(device):
 def rng_untouched(device):
     images, labels = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (300,))
     torch.manual_seed(5)
-    state = lambda: (torch.get_rng_state(), torch.cuda.get_rng_state_all() if device.type == "cuda" else [])  # noqa
-    before = state()
+    before = torch.get_rng_state(), cuda_generators(device)
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
         quality.classifier(images, labels, [d], device)  # trains it
         quality.classifier(images, labels, [d], device)  # loads it
         saved = [torch.load(os.path.join(d, f), weights_only=True) for f in os.listdir(d)]
-    after = state()
-    same = torch.equal(before[0], after[0]) and all(torch.equal(a, b) for a, b in zip(before[1], after[1]))
-    return same and on_cpu(saved), f"CPU generator {'unchanged' if torch.equal(before[0], after[0]) else 'CHANGED'}, " \
-                                   f"{len(before[1])} CUDA generator(s) " + \
-        ("unchanged" if all(torch.equal(a, b) for a, b in zip(before[1], after[1])) else "CHANGED") + \
-        f"; its cache file holds CPU tensors only: {on_cpu(saved)}"
+    after = torch.get_rng_state(), cuda_generators(device)
+    cpu_same = torch.equal(before[0], after[0])
+    cuda_same = len(before[1]) == len(after[1]) and all(torch.equal(a, b) for a, b in zip(before[1], after[1]))
+    return cpu_same and cuda_same and on_cpu(saved), \
+        f"CPU generator {'unchanged' if cpu_same else 'CHANGED'}, {len(before[1])} CUDA generator(s) " \
+        f"{'unchanged' if cuda_same else 'CHANGED'}; its cache file holds CPU tensors only: {on_cpu(saved)}"
 
 
-def nan_run(device, faces, size_args, outdir):
-    from conftest import call
+def nan_run(report, device, faces, size_args, outdir):
     from faults import faulty_iter
-    original = common.DataLoader.__iter__
-    common.DataLoader.__iter__ = faulty_iter(nan_at="1:1")
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = call("dcgan_celeba", "--dataroot", faces, *size_args, "--device", device.type, "--epochs", 3,
-                        "--checkpoint-every", 1, "--outdir", outdir)
-    finally:
-        common.DataLoader.__iter__ = original
-    lines = err.getvalue().strip().splitlines()
+    code, out = in_process(report, "--dataroot", faces, *size_args, "--device", device.type, "--epochs", 3,
+                           "--checkpoint-every", 10**6, "--outdir", outdir, iterate=faulty_iter(nan_at="1:1"))
+    sentence = re.search(r"^error: training diverged: .* in batch 2 of \d+ of epoch 2/3; the last checkpoint was "
+                         r"left as it was\. .*$", out, re.M)
     ckpt = torch.load(os.path.join(outdir, "checkpoint.pt"), weights_only=True)
     finite = all(torch.isfinite(t).all() for t in ckpt["netD"].values() if t.is_floating_point())
     usable = torch.ones(3, device=device).sum().item() == 3  # CUDA still works in this process
-    ok = code == 3 and len(lines) == 1 and "epoch 1, iteration 1" in lines[0] and finite and usable and \
-        (ckpt["epoch"], ckpt["iteration"]) == (1, 1)
-    return ok, f"exit {code}, {len(lines)} line: {lines[-1][:80] if lines else ''}...; checkpoint at " \
-               f"({ckpt['epoch']}, {ckpt['iteration']}), weights finite {finite}; {device.type} usable after: {usable}"
+    ok = code == 3 and sentence is not None and "Traceback" not in out and finite and usable and \
+        (ckpt["epoch"], ckpt["iteration"]) == (1, 0)
+    return ok, f"exit {code}; {'the sentence' if sentence else 'NO sentence'}: {sentence[0][:70] if sentence else ''}" \
+               f"...; checkpoint at ({ckpt['epoch']}, {ckpt['iteration']}), weights finite {finite}; " \
+               f"{device.type} usable after: {usable}"
 
 
-def no_host_sync(device, faces, outdir, window):
+def no_host_sync(report, device, faces, outdir, window):
     if device.type != "cuda":
         return None, "no host-device synchronisation exists on the CPU"
-    from conftest import call
-    original, first, last = common.DataLoader.__iter__, *window
+    first, last = window
+    original = common.DataLoader.__iter__
 
     def watched(self):  # sync debug mode on from batch `first` to `last` of epoch 0
         for i, batch in enumerate(original(self), self.start):
-            torch.cuda.set_sync_debug_mode("warn" if first <= i < last and self.epoch == 0 else 0)
+            sync_debug("warn" if first <= i < last and self.epoch == 0 else 0)
             yield batch
-        torch.cuda.set_sync_debug_mode(0)
-    common.DataLoader.__iter__, draw_every = watched, common.run.DRAW_EVERY
-    common.run.DRAW_EVERY = 10**9
+        sync_debug(0)
+    draw_every = common.run.DRAW_EVERY
+    common.run.DRAW_EVERY = 10**9  # (no drawing inside the window: the pictures read the numbers)
     try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            code = call("dcgan_celeba", "--dataroot", faces, "--batch-size", 32, "--epochs", 1, "--workers", 2,
-                        "--checkpoint-every", 10**6, "--outdir", outdir)
+            code, _ = in_process(report, "--dataroot", faces, "--batch-size", 32, "--epochs", 1, "--workers", 2,
+                                 "--checkpoint-every", 10**6, "--outdir", outdir, iterate=watched)
     finally:
-        common.DataLoader.__iter__, common.run.DRAW_EVERY = original, draw_every
-        torch.cuda.set_sync_debug_mode(0)
+        common.run.DRAW_EVERY = draw_every
+        sync_debug(0)
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     for s in syncs[:5]:
-        print(s, file=sys.stderr)
+        report.write(s)
     return code == 0 and not syncs, f"{len(syncs)} synchronizing calls in iterations {first}..{last - 1} (exit {code})"
 
 
-def celeba_runs(report, device, faces, size_args, tmp, small):
-    """The dcgan_celeba rows: repeat, resume, stream, torchrun, --ngpu 2, the opt-in flags."""
-    base = ["--dataroot", faces, *size_args, "--device", device.type, "--epochs", 2, "--checkpoint-every", 1000]
+def celeba_runs(report, device, faces, size_args, tmp):
+    """The dcgan_celeba rows: repeat, resume, stream, torchrun, collectives, --ngpu 2."""
+    base = ["--dataroot", needs(faces, "the faces"), *size_args, "--device", device.type, "--epochs", 2,
+            "--checkpoint-every", 1000]
     folder = lambda name: os.path.join(tmp, name)  # noqa: E731
 
-    def straight():
-        codes = [run(report, script(*base, "--outdir", folder(k)))[0] for k in "ab"]
+    def straight():  # (the first decodes the faces and caches them; every later run loads the cache)
+        codes = [in_process(report, *base, "--outdir", folder(k))[0] for k in "ab"]
         ok, why = same_run(folder("a"), folder("b")) if codes == [0, 0] else (False, f"exits {codes}")
         cpu = ok and on_cpu(torch.load(os.path.join(folder("a"), "checkpoint.pt"), weights_only=True))
         return ok and cpu, why or f"checkpoints and history.csv identical; the checkpoint holds CPU tensors only: {cpu}"
@@ -300,64 +397,56 @@ def celeba_runs(report, device, faces, size_args, tmp, small):
 
     def resume():
         code, out = run(report, script(*base, "--outdir", folder("c"), faults=("--signal-at", "1:1/SIGINT")))
-        stopped = re.search(r"Stopped at epoch (\d+), iteration (\d+)", out)
-        code2, _ = run(report, script(*base, "--outdir", folder("c"), "--resume"))
+        stopped = re.search(r"Stopped in epoch 2/2 after batch 2 of \d+", out)
+        code2, _ = in_process(report, *base, "--outdir", folder("c"), "--resume")
         ok, why = same_run(folder("a"), folder("c"))
-        return ok and code == 130 and code2 == 0, \
+        return ok and code == 130 and stopped is not None and code2 == 0, \
             f"exit {code} ({stopped[0] if stopped else 'no stop line'}), resume exit {code2}: {why or 'identical'}"
     report.check("dcgan_celeba: SIGINT mid-epoch + --resume = straight", resume)
 
     def stream():
-        code, _ = run(report, script(*base, "--outdir", folder("d"), "--stream", "--workers", 2))
+        code, _ = in_process(report, *base, "--outdir", folder("d"), "--stream", "--workers", 2)
         ok, why = same_run(folder("a"), folder("d"))
         return ok and code == 0, why or "identical to the in-memory run"
     report.check("dcgan_celeba: --stream = in-memory", stream)
 
     def torchrun():
-        code, out = run(report, script(*base, "--outdir", folder("e"), torchrun=True))
-        code2, out2 = run(report, script(*base, "--outdir", folder("f"), faults=("--signal-at", "1:1/SIGTERM"),
-                                         torchrun=True))
-        stopped = re.search(r"Stopped at epoch (\d+), iteration (\d+)", out2)
-        code3, _ = run(report, script(*base, "--outdir", folder("f"), "--resume", torchrun=True))
-        ok, why = same_run(folder("e"), folder("f"))
-        plain, _ = same_run(folder("a"), folder("e"))
+        code, out = run(report, script(*base, "--outdir", folder("f"), faults=("--signal-at", "1:1/SIGTERM"),
+                                       torchrun=True))
+        stopped = re.search(r"Stopped in epoch 2/2 after batch \d+ of \d+", out)
+        code2, _ = run(report, script(*base, "--outdir", folder("f"), "--resume", torchrun=True))
+        ok, why = same_run(folder("a"), folder("f"))
         backend = "nccl" if device.type == "cuda" else "gloo"  # (one process: no collective while training)
-        return ok and code == 0 and stopped is not None and code3 == 0, \
-            f"{backend}, one process: trains (exit {code}); SIGTERM: {stopped[0] if stopped else 'no stop line'}; " \
-            f"resumed (exit {code3}) {why or 'identical to a straight torchrun run'}; equal to the plain run: {plain}"
+        # (torchrun reports a worker's exit 143 as its own failure: exit 1)
+        return ok and code != 0 and stopped is not None and code2 == 0, \
+            f"{backend}, one process: SIGTERM (exit {code}): {stopped[0] if stopped else 'no stop line'}; " \
+            f"resumed (exit {code2}): {why or 'identical to the straight run'}"
     report.check("dcgan_celeba: torchrun --standalone --nproc_per_node=1", torchrun)
-
-    def collectives():  # (one GPU: one process, so the exchanges between processes are tested on the CPU)
-        code, out = run(report, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-                                 os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--collectives", "--device",
-                                 device.type, "--logdir", tmp])
-        line = next((x for x in out.splitlines() if x.startswith("collectives:")), "no result line")
-        return code == 0 and "WRONG" not in line, line
-    report.check("torchrun collectives on this device (a world of 1)", collectives)
+    report.check("torchrun collectives on this device (a world of 1)", collectives_in_a_world_of_one, device)
 
     def ngpu():  # (--device auto: on a machine without CUDA the notice says so)
-        code, out = run(report, script("--dataroot", faces, *size_args, "--epochs", 1, "--ngpu", 2,
-                                       "--outdir", folder("g")))
+        code, out = in_process(report, "--dataroot", faces, *size_args, "--epochs", 1, "--ngpu", 2,
+                               "--outdir", folder("g"))
         notice = next((line for line in out.splitlines() if line.startswith("notice: --ngpu 2")), None)
         return code == 0 and notice is not None, f"exit {code}; {notice or 'no notice'}"
     report.check("dcgan_celeba: --ngpu 2 on one GPU", ngpu)
 
-    for flag in ["--amp", "--channels-last", "--compile", "--cudnn-benchmark"]:
-        def flagged(flag=flag):
-            if small and flag == "--compile":
-                return None, "left out of the small form (compiling takes minutes on 2 cores; tests/test_speed.py runs it)"
-            code, out = run(report, script(*base[:-4], "--epochs", 1, flag, "--outdir", folder(flag.strip("-"))))
-            epoch = re.search(r"epoch 1/1 done in ([\d.]+) s \((\d+) img/s\)", out)
-            final = re.search(r"final loss_d ([\d.na]+), loss_g ([\d.na]+)", out)
-            return code == 0 and final is not None, \
-                f"exit {code}; epoch 1 {epoch[1] + ' s, ' + epoch[2] + ' img/s' if epoch else '?'} (compiling " \
-                f"included where it applies); {final[0] if final else 'no final line'}"
-        report.check(f"dcgan_celeba {flag}", flagged)
+
+def opt_in_flags(report, device, faces, size_args, tmp, small):
+    flags = ["--amp", "--channels-last", "--cudnn-benchmark"] + ([] if small else ["--compile"])
+    code, out = in_process(report, "--dataroot", needs(faces, "the faces"), *size_args, "--device", device.type,
+                           "--epochs", 1, *flags, "--outdir", os.path.join(tmp, "flags"))
+    epoch = re.search(r"epoch 1/1 done in ([\d.]+) s \((\d+) img/s\)", out)
+    final = re.search(r"final loss_d ([\d.na]+), loss_g ([\d.na]+)", out)
+    return code == 0 and final is not None, \
+        f"{' '.join(flags)}: exit {code}; epoch 1 {epoch[1] + ' s, ' + epoch[2] + ' img/s' if epoch else '?'}" \
+        f"{' (compiling included)' if '--compile' in flags else ' (--compile: left out of the small form)'}; " \
+        f"{final[0] if final else 'no final line'}"
 
 
-def speed(report, device, faces_root, n_faces, epochs):
+def speed(report, device, faces, epochs):
     code, out = run(report, [sys.executable, "benchmarks/bench.py", "--device", device.type, "--scripts", "dcgan_celeba",
-                             "--celeba", faces_root, "--faces", n_faces, "--epochs", epochs, "--repeats", 1])
+                             "--celeba", needs(faces, "the faces"), "--epochs", epochs, "--repeats", 1])
     figure = speed_figure(out)
     return code == 0 and figure is not None, figure or f"exit {code}"
 
@@ -374,66 +463,67 @@ def speed_figure(out):
             + "; ".join(" ".join(c.strip() for c in r.strip("|").split("|")) for r in rates))
 
 
-# The full form's suite: the device's own tests first (the deadline may cut the rest); not the two
-# tests that repeat rows of this check (its small form, bench.py)
-DEVICE_TESTS_FIRST = ["test_cuda_path.py", "test_speed.py", "test_core.py", "test_resume.py", "test_quality.py"]
-NOT_AGAIN = "not device_check_runs and not benchmark_runs"
+# The tests that mean something on CUDA: the file of the CUDA path, less the one that runs this
+# check's own small form
+DEVICE_TESTS = ["tests/test_cuda_path.py"]
+NOT_AGAIN = "not device_check_runs"
 
 
 def test_suite(report, device, small):
-    files = DEVICE_TESTS_FIRST + sorted(f for f in os.listdir(os.path.join(ROOT, "tests"))
-                                        if f.startswith("test_") and f.endswith(".py") and f not in DEVICE_TESTS_FIRST)
     command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"] + \
-        (["tests", "-k", "network_shapes or init_statistics"] if small else
-         [os.path.join("tests", f) for f in files] + ["-k", NOT_AGAIN])
+        (["tests", "-k", "network_shapes or init_statistics"] if small else DEVICE_TESTS + ["-k", NOT_AGAIN])
     try:
         code, out = run(report, command)
     except PastDeadline as e:
         code, out = None, e.output
     counts = {word: len(re.findall(rf"^tests/\S+ {word}", out, re.M)) for word in ("PASSED", "FAILED", "ERROR")}
     figure = f"on {device.type}: {counts['PASSED']} passed, {counts['FAILED'] + counts['ERROR']} failed" + \
-        (" (two tests, the small form's)" if small else f" (-k {NOT_AGAIN!r})")
+        (" (two tests, the small form's)" if small else f" ({' '.join(DEVICE_TESTS)}, -k {NOT_AGAIN!r})")
     if code is None and not counts["FAILED"] + counts["ERROR"]:
         raise PastDeadline(figure + " before the deadline cut the rest")
     return code == 0, figure + ("" if code in (0, None) else f"; pytest exit {code}")
 
 
 def collectives_in_a_world_of_one(device):
-    """Under torchrun: what dcgan_celeba.py's processes exchange (the stop and divergence agreement,
-    every RNG state, the checkpoint sent by rank 0, the barrier, DDP's gradients) on this device's
-    backend. With one process the scripts skip all of it, so it is called here directly."""
+    """What dcgan_celeba.py's processes exchange under torchrun (the stop and divergence agreement,
+    every RNG state, the checkpoint sent by rank 0, the barrier, DDP's gradients), called directly on
+    this device's backend in a process group of one, made in this process. With one process the
+    scripts skip all of it, so it is called here."""
     import torch.distributed as dist
     from common.checkpoints import rng_state
     from common.signals import agree
-    common.init_distributed(device)
-    common.seed_everything(0)  # (deterministic algorithms, as in the scripts)
-    stop, diverged = agree(device, 2, torch.ones((), dtype=torch.bool, device=device))
-    mine, states = rng_state(), [None]
-    dist.all_gather_object(states, mine)  # (what rng_states() does with more than one process)
-    box = [{"x": torch.arange(3)}]
-    dist.broadcast_object_list(box, src=0)
-    dist.barrier()
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1)).to(device)
-    twin, x = copy.deepcopy(net), torch.randn(16, 4).to(device)
-    common.ddp(net, device)(x).sum().backward()  # DDP averages the gradients over the processes: of one here
-    twin(x).sum().backward()
-    right = {"agree": (stop, diverged) == (2.0, 1.0),
-             "all_gather_object": torch.equal(states[0]["torch"], mine["torch"]),
-             "broadcast_object_list": torch.equal(box[0]["x"], torch.arange(3)), "barrier": True,  # (it returned)
-             "DDP gradients": all(torch.equal(p.grad, q.grad) for p, q in zip(net.parameters(), twin.parameters()))}
-    ok = all(right.values())
-    print(f"collectives: {dist.get_backend()} " + ", ".join(f"{k}: {'ok' if v else 'WRONG'}" for k, v in right.items()),
-          flush=True)
-    dist.destroy_process_group()
-    return ok
-
-
-def driver_version():
+    with socket.socket() as s:  # a free port for the group's store
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=30).stdout.strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return "unknown"
+        common.init_distributed(device)
+        stop, diverged = agree(device, 2, torch.ones((), dtype=torch.bool, device=device))
+        mine, states = rng_state(), [None]
+        dist.all_gather_object(states, mine)  # (what rng_states() does with more than one process)
+        box = [{"x": torch.arange(3)}]
+        dist.broadcast_object_list(box, src=0)
+        dist.barrier()
+        net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1)).to(device)
+        twin, x = copy.deepcopy(net), torch.randn(16, 4).to(device)
+        common.ddp(net, device)(x).sum().backward()  # DDP averages the gradients over the processes: of one here
+        twin(x).sum().backward()
+        right = {"agree": (stop, diverged) == (2.0, 1.0),
+                 "all_gather_object": torch.equal(states[0]["torch"], mine["torch"]),
+                 "broadcast_object_list": torch.equal(box[0]["x"], torch.arange(3)), "barrier": True,  # (it returned)
+                 "DDP gradients": all(torch.equal(p.grad, q.grad) for p, q in zip(net.parameters(), twin.parameters()))}
+        backend = dist.get_backend()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+    return all(right.values()), f"{backend} " + ", ".join(f"{k}: {'ok' if v else 'WRONG'}" for k, v in right.items())
 
 
 def main():
@@ -444,50 +534,39 @@ def main():
     p.add_argument("--seconds", type=float, default=480,
                    help="a deadline: checks not done by then are marked cut, and the table still printed (exit 2 "
                         "if some were cut, 1 if any failed)")
-    p.add_argument("--collectives", action="store_true", help=argparse.SUPPRESS)  # (one check's child, under torchrun)
     args = p.parse_args()
-    device = torch.device(args.device)
-    if args.collectives:
-        sys.exit(0 if collectives_in_a_world_of_one(device) else 1)
     report = Report(args.logdir, args.seconds)
     tmp = tempfile.mkdtemp(prefix="gpu_check_")
     small = args.small
-    # The data: synthetic 178x218 JPEG faces (aligned CelebA's size), made on every core
-    from bench import make_faces
-    faces = os.path.join(tmp, "faces")
-    make_faces(os.path.join(faces, "img_align_celeba"), 24 if small else 2048)
     size_args = ["--batch-size", 8, "--ngf", 8, "--ndf", 8, "--workers", 0] if small else \
         ["--batch-size", 128, "--workers", 2]  # the tutorial's networks and batch: 16 batches per epoch
-    header = (f"device {device}" + (f" ({torch.cuda.get_device_name(device)}, driver {driver_version()}, CUDA "
-                                    f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})"
-                                    if device.type == "cuda" else "")
-              + f", torch {torch.__version__}, python {sys.version.split()[0]}, {'small' if small else 'full'} form")
-    report.write(header)
-    print(header, flush=True)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-
-    report.check("pixel table exact on the device", pixel_table, device)
-    report.check("classifier leaves the RNGs alone", rng_untouched, device)
-    report.check("NaN: one sentence, exit 3, CUDA usable after", nan_run, device, faces, size_args,
-                 os.path.join(tmp, "nan"))
-    report.check("no host sync in steady-state iterations", no_host_sync, device, faces, os.path.join(tmp, "sync"),
-                 (3, 5) if small else (3, 48))
-    celeba_runs(report, device, faces, size_args, tmp, small)
-    if small:  # (bench.py runs in tests/test_bench.py, which also reads its output with speed_figure)
-        report.check("speed: bench.py, tutorial loop against the script", lambda: (None, "left out of the small form"))
-    else:
-        report.check("speed: bench.py, tutorial loop against the script", speed, report, device,
-                     os.path.join(tmp, "bench_faces"), 4096, 1)
-    report.check("test suite", test_suite, report, device, small)
-
-    shutil.rmtree(tmp, ignore_errors=True)
-    failed = [name for name, result, _, _ in report.rows if result == "FAIL"]
-    cut = [name for name, result, _, _ in report.rows if result == "cut"]
-    print("\n" + header + "\n\n" + report.table())
-    print(f"{len(report.rows) - len(failed) - len(cut)} of {len(report.rows)} checks passed or n/a"
-          + (f"; failed: {', '.join(failed)}" if failed else "")
-          + (f"; cut by the deadline: {', '.join(cut)}" if cut else "") + f". Log: {report.log_path}")
+    try:
+        device = report.check("device", machine, args.device, small)
+        if device is None:
+            device = torch.device("cpu")
+            report.check("the rows below", lambda: (False, "ran on the CPU: the device could not be started"))
+        faces = report.check("data", data, tmp, 24 if small else 2048)
+        report.check("pixel table exact on the device", pixel_table, device)
+        report.check("classifier leaves the RNGs alone", rng_untouched, device)
+        report.check("NaN: one sentence, exit 3, CUDA usable after", lambda: nan_run(
+            report, device, needs(faces, "the faces"), size_args, os.path.join(tmp, "nan")))
+        report.check("no host sync in steady-state iterations", lambda: no_host_sync(
+            report, device, needs(faces, "the faces"), os.path.join(tmp, "sync"), (3, 5) if small else (3, 48)))
+        celeba_runs(report, device, faces, size_args, tmp)
+        if small:  # (bench.py runs in tests/test_bench.py, which also reads its output with speed_figure)
+            report.check("speed: bench.py, tutorial loop against the script", lambda: (None, "left out of the small form"))
+        else:
+            report.check("speed: bench.py, tutorial loop against the script", speed, report, device, faces, 1)
+        report.check("test suite", test_suite, report, device, small)
+        report.check("opt-in flags together", opt_in_flags, report, device, faces, size_args, tmp, small)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        failed = [name for name, result, _, _ in report.rows if result == "FAIL"]
+        cut = [name for name, result, _, _ in report.rows if result == "cut"]
+        print("\n" + report.table())
+        print(f"{len(report.rows) - len(failed) - len(cut)} of {len(report.rows)} checks passed or n/a"
+              + (f"; failed: {', '.join(failed)}" if failed else "")
+              + (f"; cut by the deadline: {', '.join(cut)}" if cut else "") + f". Log: {report.log_path}")
     sys.exit(1 if failed else 2 if cut else 0)
 
 

@@ -77,7 +77,7 @@ def test_a_nan_never_reaches_bceloss(script, tmp_path, mnist_root, celeba_root, 
     monkeypatch.setattr(common.DataLoader, "__iter__", faulty_iter(nan_at="1:1"))
     assert call(script, *data_args(script, mnist_root, celeba_root), "--epochs", 3, "--outdir", tmp_path) == 3
     err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "epoch 1, iteration 1" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "in batch 2 of 3 of epoch 2/3" in err
     assert torch.ones(2, device=DEVICES[-1]).sum().item() == 2  # the device still works
 
 
@@ -170,6 +170,81 @@ def test_switching_to_stream_on_resume_stays_bit_exact(runs, tmp_path, mnist_roo
     assert_same(load(runs["dcgan_mnist"]["a"]), load(tmp_path))
 
 
+# ---------------------------------------------------------------------------------------------
+# Every branch that runs only on CUDA, called here with a CUDA device (what each gets on a GPU)
+# ---------------------------------------------------------------------------------------------
+
+# What torch says where there is no GPU: the only error such a call may end in on this machine.
+NO_GPU = ("Found no NVIDIA driver", "No CUDA GPUs are available", "Torch not compiled with CUDA enabled",
+          "no CUDA-capable device", "CUDA driver initialization failed", "ProcessGroupNCCL is only supported with GPUs",
+          "no GPUs found")
+
+
+def reaches_the_gpu(call):
+    """call() runs as far as the GPU: it passes (on a machine with one), or ends in the error that says
+    there is none. A wrong argument, a device without its index, a CPU tensor where a CUDA one is
+    needed fail earlier, with other errors: then this raises AssertionError."""
+    try:
+        call()
+    except Exception as e:
+        assert any(words in str(e) for words in NO_GPU), f"{type(e).__name__}: {e}"
+
+
+def cuda_only_branches(tmp_path):
+    """Each CUDA-only branch of common, the scripts and the benchmarks, under the name the device
+    check's docstring lists it by, called with the arguments it gets on a GPU."""
+    import dcgan_celeba
+    gpu_check = device_check()  # (which puts benchmarks/ on the path)
+    import bench
+    cuda0, images = torch.device("cuda", 0), torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+
+    def nccl_group():  # under torchrun with a GPU: one process, nccl
+        os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29531")
+        try:
+            common.init_distributed(cuda0)
+        finally:
+            for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+                del os.environ[k]
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    digits = PILImages(images, T.Compose([T.ToTensor(), T.Normalize((0.5,), (0.5,))]))
+    return {
+        "start_device": lambda: gpu_check.start_device("cuda"),
+        "describe": lambda: gpu_check.describe(cuda0),
+        "cuda_generators": lambda: gpu_check.cuda_generators(cuda0),
+        "sync_debug": lambda: gpu_check.sync_debug("warn"),
+        "collectives row": lambda: gpu_check.collectives_in_a_world_of_one(cuda0),
+        "sync": lambda: bench.sync(cuda0),
+        "dense_rates": lambda: bench.dense_rates("cuda"),
+        "use_gpu": lambda: common.device.use_gpu(0),
+        "peak_gpu_memory": lambda: common.device.peak_gpu_memory(cuda0),
+        "what_the_bits_depend_on": lambda: common.device.what_the_bits_depend_on(cuda0),
+        "init_distributed's nccl": nccl_group,
+        "on_device": lambda: common.data.on_device(images, cuda0),
+        "rows(pinned=True)": lambda: common.data.rows(images, torch.tensor([4, 1]), pinned=True),
+        "DataLoader": lambda: common.DataLoader(digits, batch_size=2, device=cuda0, seed=0),
+        "classifier": lambda: quality.classifier(images, torch.arange(6), [str(tmp_path)], cuda0),
+        "nn.DataParallel": lambda: dcgan_celeba.create_models(
+            dcgan_celeba.parse_args(["--ngpu", "2", "--ngf", "8", "--ndf", "8"]), cuda0, 1),
+    }
+
+
+def test_every_cuda_only_branch_runs_as_far_as_the_gpu(tmp_path):
+    branches = cuda_only_branches(tmp_path)
+    wrong = {}
+    for name, branch in branches.items():
+        try:
+            reaches_the_gpu(branch)
+        except AssertionError as e:
+            wrong[name] = str(e)
+    assert not wrong, wrong
+    # The check can fail: the device check's first CUDA line as it was ends in another error
+    with pytest.raises(AssertionError, match="Expected a torch.device with a specified index"):
+        reaches_the_gpu(lambda: torch.cuda.set_device(torch.device("cuda")))
+    doc = " ".join(device_check().__doc__.split())
+    assert [name for name in branches if name not in doc] == []  # each listed in the device check's docstring
+
+
 def test_the_device_check_runs_in_its_small_form(tmp_path):
     """benchmarks/gpu_check.py on the CPU, tiny: every row passes (or is n/a on the CPU)."""
     import subprocess
@@ -179,8 +254,9 @@ def test_the_device_check_runs_in_its_small_form(tmp_path):
                         "--logdir", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     table = open(tmp_path / "gpu_check.md").read()
-    for check in ["pixel table", "RNGs", "NaN", "host sync", "bit-identical", "--resume", "--stream", "torchrun", "collectives",
-                  "--ngpu 2", "--amp", "--channels-last", "--cudnn-benchmark", "speed", "test suite"]:
+    for check in ["device cpu", "synthetic", "pixel table", "RNGs", "NaN", "host sync", "bit-identical", "--resume",
+                  "--stream", "torchrun", "collectives", "--ngpu 2", "--amp --channels-last --cudnn-benchmark", "speed",
+                  "test suite"]:
         assert check in table, check
     assert "FAIL" not in table and "| cut |" not in table and p.stdout.rstrip().endswith("gpu_check.log")
     assert "DDP gradients: ok" in table and table.count("CPU tensors only: True") == 2
@@ -236,8 +312,8 @@ def test_the_device_checks_suite_row_counts_what_ran_before_the_deadline(tmp_pat
     monkeypatch.setattr(gpu_check, "run", cut_short)
     report = gpu_check.Report(str(tmp_path), seconds=60)
     report.check("test suite", gpu_check.test_suite, report, torch.device("cpu"), False)
-    assert report.rows[0][1:3] == ("cut", "on cpu: 2 passed, 0 failed (-k 'not device_check_runs and not "
-                                          "benchmark_runs') before the deadline cut the rest")
+    assert report.rows[0][1:3] == ("cut", "on cpu: 2 passed, 0 failed (tests/test_cuda_path.py, -k 'not "
+                                          "device_check_runs') before the deadline cut the rest")
     printed += "FAILED [ 3%]\n"
     report.check("test suite", gpu_check.test_suite, report, torch.device("cpu"), False)
     assert report.rows[1][1] == "FAIL" and "2 passed, 1 failed" in report.rows[1][2]
