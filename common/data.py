@@ -67,14 +67,15 @@ class DataLoader:
         self.splittable = split is not None
         self.per_image, self.to_tensor = split or ([], [])
         self.dataset, self.images, self.labels, self.table = None, None, None, None
-        listing = file_list(dataset)  # (an image folder's names and sizes, for what_changed)
-        self.files = zlib.compress(listing.encode()) if listing is not None else None
+        folder = folder_files(dataset)  # an image folder's files, read once (None for other datasets)
+        self.files = zlib.compress(file_list(folder).encode()) if folder else None  # (for what_changed)
         if stream or split is None:
-            self.dataset, self.id = Readable(dataset, seed if split is None else None), data_id(dataset)
+            self.dataset, self.id = Readable(dataset, seed if split is None else None), data_id(dataset, None, folder)
             self.n = len(dataset)
         else:
-            self.images, self.labels, self.id = decode(dataset, self.per_image, cache_dirs,
-                                                       write_cache=self.rank == 0)  # (under torchrun: one writer)
+            self.images, self.labels = decode(dataset, self.per_image, cache_dirs, folder,
+                                              write_cache=self.rank == 0)  # (under torchrun: one writer)
+            self.id = data_id(dataset, self.images, folder)
             self.n = len(self.images)
             self.images = on_device(self.images, device)
             self.labels = self.labels.to(self.images.device)
@@ -144,8 +145,7 @@ class DataLoader:
         """Every image after the per-image transform, as uint8 on the CPU, in file order, and the labels."""
         if self.images is not None:
             return self.images.cpu(), self.labels.cpu()
-        images, labels, _ = decode(self.dataset.dataset, self.per_image, cache_dirs=())
-        return images, labels
+        return decode(self.dataset.dataset, self.per_image, cache_dirs=(), folder=folder_files(self.dataset.dataset))
 
 
 def export_real(dataloader, n, outdir):
@@ -204,19 +204,20 @@ def pixel_table(to_tensor_normalize, channels):
     return image[:, 0, :].contiguous()
 
 
-def decode(dataset, per_image, cache_dirs, write_cache=True):
-    """(images as one uint8 tensor N x C x H x W after the per-image transform, labels, data id)."""
+def decode(dataset, per_image, cache_dirs, folder=None, write_cache=True):
+    """(images as one uint8 tensor N x C x H x W after the per-image transform, labels). folder: an
+    image folder's files (folder_files)."""
     if isinstance(dataset, dset.MNIST) and not per_image:  # already one uint8 tensor
         images = dataset.data.unsqueeze(1).contiguous()
         if images.shape[1:] != (1, 28, 28) or len(images) != len(dataset.targets):
             raise UserError(f"the MNIST files in {dataset.raw_folder} do not hold 28x28 digits; delete them "
                             f"and run again to download them afresh.")
-        return images, torch.as_tensor(dataset.targets), data_id(dataset, images)
-    if not hasattr(dataset, "samples"):  # e.g. FakeData: decode, no cache file
+        return images, torch.as_tensor(dataset.targets)
+    if folder is None:  # e.g. FakeData: decode, no cache file
         images, labels, _ = decode_each(dataset, per_image)
-        return images, labels, data_id(dataset, images)
+        return images, labels
     # An image folder: decode once into a cache file, valid for exactly these files at these sizes.
-    files, stats = folder_files(dataset)
+    files, stats = folder
     name = cache_name(per_image, files, stats)
     for folder in cache_dirs:
         path = os.path.join(folder, name)
@@ -227,7 +228,7 @@ def decode(dataset, per_image, cache_dirs, write_cache=True):
                 print(f"Loaded {plural(len(cache['images']), 'decoded image')} from {path} in "
                       f"{time.monotonic() - started:.1f} s")
                 report_bad(cache["bad"])
-                return cache["images"], labels_without(dataset, files, cache["bad"]), data_id(dataset)
+                return cache["images"], labels_without(dataset, files, cache["bad"])
             except Exception:
                 print(f"notice: the image cache {path} is unreadable; decoding the images again.")
     started = time.monotonic()
@@ -238,7 +239,7 @@ def decode(dataset, per_image, cache_dirs, write_cache=True):
     report_bad(bad)
     if write_cache:  # (under torchrun: rank 0 only)
         write_image_cache({"images": images, "bad": bad}, name, cache_dirs)
-    return images, labels, data_id(dataset)
+    return images, labels
 
 
 def write_image_cache(cache, name, folders):
@@ -316,7 +317,7 @@ def decode_each(dataset, per_image, names=None):
     says. Each worker sends CHUNK images as one tensor: torch shares each tensor a worker sends
     through a file of its own, held open until it is freed, and a desktop allows 1,024 open files
     (CelebA has 202,599 images). The chunks are copied into one tensor as they come."""
-    workers = min(usable_cores(), len(dataset) // CHUNK)  # (a few dozen images: at once, in this process)
+    workers = min(usable_cores(), len(dataset) // CHUNK)  # (a few hundred images: in this process, at once)
     loader = torch.utils.data.DataLoader(PerImage(dataset, per_image), batch_size=CHUNK, collate_fn=chunk,
                                          num_workers=workers, worker_init_fn=seed_worker,
                                          generator=torch.Generator())  # leaves the global RNG alone
@@ -335,7 +336,7 @@ def decode_each(dataset, per_image, names=None):
     return images[:done].clone() if done < len(images) else images, torch.cat(labels), bad
 
 
-CHUNK = 64  # images a decoding worker sends at once (64 CelebA faces of 64x64: 768 KiB)
+CHUNK = 256  # images a decoding worker sends at once (256 CelebA faces of 64x64: 3 MiB)
 
 
 def chunk(items):
@@ -351,7 +352,13 @@ def usable_cores():
 
 
 def folder_files(dataset):
-    files = [os.path.relpath(path, dataset.root) for path, _ in dataset.samples]
+    """An image folder's files (their names under its root) and their os.stat results; None for a
+    dataset that is no image folder."""
+    if not hasattr(dataset, "samples"):
+        return None
+    root = os.path.join(dataset.root, "")  # (ImageFolder joins root and the names: cut it off again)
+    files = [path[len(root):] if path.startswith(root) else os.path.relpath(path, dataset.root)
+             for path, _ in dataset.samples]
     return files, [os.stat(path) for path, _ in dataset.samples]
 
 
@@ -372,11 +379,11 @@ def labels_without(dataset, files, bad):
     return torch.tensor([label for f, (_, label) in zip(files, dataset.samples) if f not in skip])
 
 
-def data_id(dataset, images=None):
-    """What the run trained on, for the settings a resume must keep: the files (an image folder),
-    the digits' bytes (MNIST) or the decoded images."""
-    if hasattr(dataset, "samples"):
-        return "images-" + hashlib.sha256(file_list(dataset).encode()).hexdigest()[:16]
+def data_id(dataset, images=None, folder=None):
+    """What the run trained on, for the settings a resume must keep: the files (an image folder:
+    folder, its folder_files), the digits' bytes (MNIST) or the decoded images."""
+    if folder is not None:
+        return "images-" + hashlib.sha256(file_list(folder).encode()).hexdigest()[:16]
     if isinstance(dataset, dset.MNIST):
         images = dataset.data.unsqueeze(1).contiguous() if images is None else images
         return "mnist-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
@@ -385,13 +392,11 @@ def data_id(dataset, images=None):
     return f"{type(dataset).__name__.lower()}-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
 
 
-def file_list(dataset):
-    """An image folder's files and their sizes, a "name<tab>size" line each, which data_id hashes;
-    None for other datasets. Checkpoints keep it (compressed: DataLoader.files), so that a resume
-    refused for changed data can say what changed."""
-    if not hasattr(dataset, "samples"):
-        return None
-    files, stats = folder_files(dataset)
+def file_list(folder):
+    """An image folder's files (folder_files) and their sizes, a "name<tab>size" line each, which
+    data_id hashes. Checkpoints keep it (compressed: DataLoader.files), so that a resume refused
+    for changed data can say what changed."""
+    files, stats = folder
     return "\n".join(f"{f}\t{s.st_size}" for f, s in zip(files, stats))
 
 

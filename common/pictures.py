@@ -147,10 +147,9 @@ def save_figure(fig, path):
 
 def epoch_starts(epochs):
     """epoch -> the row where it starts, in order, for a history's epoch column."""
-    starts = {}
-    for k, e in enumerate(epochs):
-        starts.setdefault(e, k)
-    return starts
+    epochs = np.asarray(epochs)
+    rows = np.flatnonzero(np.diff(epochs, prepend=-1))  # (where the epoch changes; the column only grows)
+    return dict(zip(epochs[rows].tolist(), rows.tolist()))
 
 
 def epoch_ticks(epochs, most=10):
@@ -175,12 +174,31 @@ def real_vs_fake(real, fake, path, nrow=8):
     save_figure(fig, path)
 
 
-def write_csv(columns, path):
-    """columns: name -> list of values, written as one row per index."""
-    with replaced_file(path) as tmp, open(tmp, "w") as f:
-        f.write(",".join(columns) + "\n")
-        for row in zip(*columns.values()):
-            f.write(",".join(repr(x) for x in row) + "\n")
+def write_csv(columns, path, rows_there=0):
+    """columns: name -> list of values, written as one row per index. rows_there: how many of those
+    rows the file at path already holds (written by this process): only the rest are appended, so
+    that a long run's history.csv costs its new rows, not all of them again. Returns the rows the
+    file holds. A failed append (a full disk) is cut back off: the file holds whole rows only."""
+    rows = len(next(iter(columns.values())))
+    if not rows_there:
+        with replaced_file(path) as tmp, open(tmp, "w") as f:
+            f.write(",".join(columns) + "\n")
+            f.write("".join(",".join(repr(x) for x in row) + "\n" for row in zip(*columns.values())))
+        return rows
+    new = "".join(",".join(repr(x) for x in row) + "\n" for row in zip(*(v[rows_there:] for v in columns.values())))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        whole = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            data = memoryview(new.encode())
+            while data:
+                data = data[os.write(fd, data):]
+        except BaseException:
+            os.ftruncate(fd, whole)
+            raise
+    finally:
+        os.close(fd)
+    return rows
 
 
 def slerp(a, b, t):

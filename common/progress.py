@@ -8,7 +8,7 @@ on their cadence, the last, largest drawing at the end, and the process's exit.
     progress = Progress(epochs, batches, batch_size, n_images, draw_every)
     progress.start_epoch(epoch, first_batch)
     progress.batch_done(batch)           # after each iteration
-    progress.drawn(seconds, gif_seconds, frames)  # after each drawing of the pictures
+    progress.drawn(seconds, gif_seconds, frames)  # after each drawing of the pictures (and its GIF's)
     progress.epoch_time()                # the epoch's training time, before the work at its end
     progress.end_epoch()                 # then progress.eta(...)
 """
@@ -52,11 +52,13 @@ class Progress:
             self.bar.set_postfix_str(f"{rate * self.batch_size:.0f} img/s, run ETA {clock(self.eta(batch + 1))}",
                                      refresh=False)
 
-    def drawn(self, seconds, gif_seconds, frames):
-        """The pictures were drawn, in `seconds`, gif_seconds of them for a GIF of `frames` frames."""
+    def drawn(self, seconds, gif_seconds=0.0, frames=None):
+        """The pictures were drawn, in `seconds`, gif_seconds of them for a GIF of `frames` frames
+        (frames None: the GIF had no new frame, and was left as it was)."""
         self.draw_total += seconds
         self.plot_seconds = seconds - gif_seconds
-        self.gifs.append((frames, gif_seconds))
+        if frames is not None:
+            self.gifs.append((frames, gif_seconds))
 
     def gif_seconds(self, frames):
         """What writing the GIF will cost at `frames` frames: a line through the first GIF written

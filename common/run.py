@@ -15,8 +15,9 @@ What lands in --outdir, and when:
   samples/epoch_NNNN.png, checkpoint.pt   after every epoch (checkpoint.pt also every
                                           --checkpoint-every iterations, and on a stop)
   history.csv, losses.png, scores.png,    the derived pictures: after the first epoch, then at
-  progress.gif, real_vs_fake.png,         most every DRAW_EVERY seconds (so at most about that
-  quality.csv, quality.png                stale), and always when the run ends, stops or diverges
+  progress.gif, quality.csv, quality.png  most every DRAW_EVERY seconds (so at most about that
+                                          stale), and always when the run ends, stops or diverges
+  real_vs_fake.png                        when the run ends, stops or diverges (its last samples)
 
 Each piece it uses reads alone: outdir (the folder's lock), history (the numbers, kept on the
 device), signals (Ctrl-C and SIGTERM), progress (the bar and the ETA), checkpoints, pictures.
@@ -90,6 +91,7 @@ class Run:
         self.history, self.quality_rows, self.fake = History(self.losses + self.scores), [], None
         self.stopping, self.closed, self.signals, self.progress = None, False, None, None
         self.not_drawn = set()  # the pictures that could not be written (each said once)
+        self.drawn = {}  # what the pictures that change less often than the history show now
         self.folder = claim(self.outdir) if self.rank == 0 else None  # one command at a time in --outdir
         try:
             if args.resume:
@@ -308,21 +310,23 @@ class Run:
             self.wait_for_rank_0()
             raise
 
-    def draw(self):
-        """Rewrite the derived pictures and history.csv from the history so far (rank 0)."""
+    def draw(self, final=False):
+        """Rewrite the derived pictures and history.csv from the history so far (rank 0). final:
+        the run ends here (done, stopped or diverged): real beside fake too, the tutorial's last
+        figure (a dearer one than the others, and of the last samples only)."""
         self.drawn_at = time.monotonic()
         if self.rank != 0 or (not self.history.columns["epoch"] and self.fake is None):
             return
         columns = self.history.columns
-        with self.picture("history.csv") as path:
-            pictures.write_csv(columns, path)
+        with self.picture("history.csv") as path:  # (the rows since the last time, appended; after a failure: all)
+            self.drawn["history.csv"] = pictures.write_csv(columns, path, self.drawn.pop("history.csv", 0))
         with self.picture("losses.png") as path:
             pictures.plot_curves(columns, self.losses, path, "Generator and Discriminator Loss During Training", "loss")
         if self.scores:
             with self.picture("scores.png") as path:
                 pictures.plot_curves(columns, self.scores, path, "Discriminator outputs: D(x) on real, D(G(z)) on fake",
                                      "mean D output")
-        if self.fake is not None:
+        if self.fake is not None and final:
             with self.picture("real_vs_fake.png") as path:
                 pictures.real_vs_fake(self.real, self.fake, path, self.nrow)
         if self.quality_rows:
@@ -331,14 +335,17 @@ class Run:
                                     for k in ("epoch", "FD", "smallest_share", "rarest_digit")}, path)
             with self.picture("quality.png") as path:
                 quality.plot_over_epochs(self.quality_rows, path)
-        gif_started, pngs = time.monotonic(), []
-        with self.picture("progress.gif") as path:
-            pngs = sorted(f for f in os.listdir(os.path.join(self.outdir, "samples")) if f.startswith("epoch_"))
-            if pngs:
-                pictures.write_gif([os.path.join(self.outdir, "samples", f) for f in pngs], path, self.gif,
+        gif_started, written = time.monotonic(), None
+        with self.picture("progress.gif") as path:  # (when there are new samples: once an epoch)
+            folder = os.path.join(self.outdir, "samples")
+            pngs = sorted(f for f in os.listdir(folder) if f.startswith("epoch_"))
+            frames = [(f, os.path.getmtime(os.path.join(folder, f))) for f in pngs]
+            if pngs and self.drawn.get("progress.gif") != frames:
+                pictures.write_gif([os.path.join(folder, f) for f in pngs], path, self.gif,
                                    [f"epoch {int(f[6:10])}" for f in pngs])
+                self.drawn["progress.gif"], written = frames, len(frames)
         now = time.monotonic()
-        self.progress.drawn(now - self.drawn_at, now - gif_started, len(pngs))
+        self.progress.drawn(now - self.drawn_at, now - gif_started if written else 0.0, written)
         self.drawn_at = now
 
     @contextlib.contextmanager
@@ -380,7 +387,7 @@ class Run:
         try:
             self.progress.close()
             self.history.flush()
-            self.draw()
+            self.draw(final=True)
         finally:
             self.release()
 

@@ -92,6 +92,33 @@ def test_training_the_classifier_reseeds_no_cuda_generator(tmp_path, monkeypatch
     assert reseeded == []
 
 
+def test_the_classifier_is_trained_deterministically_whatever_cudnn_benchmark_says(tmp_path, monkeypatch):
+    """Its cache is shared by later runs: one trained under --cudnn-benchmark (cuDNN free to pick
+    other kernels) would give deterministic runs other weights, hence other FDs."""
+    seen, real_loss = [], torch.nn.functional.cross_entropy
+
+    def loss(*args, **kwargs):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark))
+        return real_loss(*args, **kwargs)
+    monkeypatch.setattr(quality.F, "cross_entropy", loss)
+    common.seed_everything(0, cudnn_benchmark=True)  # as --cudnn-benchmark sets them
+    try:
+        images, labels = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (60,))
+        quality.classifier(images, labels, [str(tmp_path)], torch.device("cpu"))
+        assert seen and set(seen) == {(True, False)}
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == (False, True)
+    finally:
+        common.seed_everything(0)
+        torch.use_deterministic_algorithms(False)
+
+
+def test_the_cublas_workspace_setting_is_among_what_the_bits_depend_on(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "a GPU")
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # (deterministic too, so a user may keep it)
+    record = common.device.what_the_bits_depend_on(torch.device("cuda", 0))
+    assert record["cublas_workspace"] == ":16:8" and record["gpu"] == "a GPU"
+
+
 def test_torchrun_with_more_processes_than_gpus_is_one_sentence(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

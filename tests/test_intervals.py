@@ -40,22 +40,29 @@ def test_a_gif_of_any_number_of_frames_is_written_and_no_temporary_file_is_left(
 
 @pytest.fixture
 def drawings(monkeypatch):
-    """DRAW_EVERY = 0: the pictures are drawn after every iteration. Returns the number of frames of
-    each progress.gif written, as it was read back from the file right after."""
+    """DRAW_EVERY = 0: the pictures are drawn after every iteration. Returns, for each drawing, the
+    rows of history it drew, and the number of frames of each progress.gif it wrote (read back
+    from the file): {"rows": [...], "gif frames": [...]}."""
     monkeypatch.setattr(common.run, "DRAW_EVERY", 0)
-    written, real_write_gif = [], pictures.write_gif
+    seen, real_draw, real_write_gif = {"rows": [], "gif frames": []}, common.Run.draw, pictures.write_gif
+
+    def draw(run, **kwargs):
+        seen["rows"].append(len(run.history))
+        real_draw(run, **kwargs)
 
     def write_gif(pngs, path, *args, **kwargs):
         real_write_gif(pngs, path, *args, **kwargs)
-        written.append(frames_of(path))
+        seen["gif frames"].append(frames_of(path))
+    monkeypatch.setattr(common.Run, "draw", draw)
     monkeypatch.setattr(pictures, "write_gif", write_gif)
-    return written
+    return seen
 
 
 def test_a_drawing_inside_the_first_epoch_with_one_sample_frame_so_far(drawings, tmp_path, celeba_root, capsys):
     assert call("dcgan_celeba", *data_args("dcgan_celeba", "", celeba_root), "--epochs", 1, "--outdir", tmp_path) == 0
-    assert drawings == [1, 1, 1, 2]  # after each of the 3 batches, from samples/epoch_0000.png alone; at the end
-    assert frames_of(tmp_path / "progress.gif") == 2
+    assert drawings["rows"] == [1, 2, 3, 3]  # after each of the 3 batches, and at the end
+    # the GIF: from samples/epoch_0000.png alone at the first (and left as it was while no frame is new), then 2
+    assert drawings["gif frames"] == [1, 2] and frames_of(tmp_path / "progress.gif") == 2
     assert "warning" not in capsys.readouterr().err and no_temporaries(tmp_path)
 
 
@@ -71,19 +78,16 @@ def test_a_stop_inside_the_first_epoch_draws_its_one_frame_and_exits_130(tmp_pat
 def test_a_drawing_right_after_a_resume(drawings, tmp_path, mnist_root, capsys, monkeypatch):
     args = data_args("dcgan_mnist", mnist_root, "") + ["--outdir", tmp_path]
     monkeypatch.setattr(common.run, "DRAW_EVERY", 10**9)
+    assert call("dcgan_mnist", *data_args("dcgan_mnist", mnist_root, ""), "--outdir", tmp_path / "straight",
+                "--epochs", 2) == 0  # (its history.csv written whole, once, at the end)
     assert call("dcgan_mnist", *args, "--epochs", 1) == 0
     monkeypatch.setattr(common.run, "DRAW_EVERY", 0)
-    drawn_at, real_draw = [], common.Run.draw
-
-    def draw(run):
-        drawn_at.append(len(run.history))
-        real_draw(run)
-    monkeypatch.setattr(common.Run, "draw", draw)
+    drawings["rows"].clear(), drawings["gif frames"].clear()  # (the runs above drew once each, at their end)
     assert call("dcgan_mnist", *args, "--epochs", 2, "--resume") == 0
-    assert drawn_at[0] == 4  # right after the first iteration of the resumed run (3 before it)
-    assert drawings[0] == 2 and frames_of(tmp_path / "progress.gif") == 3
-    with open(tmp_path / "history.csv") as f:
-        assert len(f.readlines()) == 1 + 6
+    assert drawings["rows"][0] == 4  # right after the first iteration of the resumed run (3 before it)
+    assert drawings["gif frames"] == [2, 3] and frames_of(tmp_path / "progress.gif") == 3
+    # history.csv: written whole after the resume, then grown by the new rows at each drawing
+    assert same_files(tmp_path, tmp_path / "straight", "history.csv")
     assert "warning" not in capsys.readouterr().err and no_temporaries(tmp_path)
 
 

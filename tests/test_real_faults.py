@@ -66,13 +66,38 @@ def test_pictures_and_history_that_cannot_be_written_cost_a_warning_each_not_the
     out, err = p.communicate(timeout=240)
     assert p.returncode == 1, err[-3000:]
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
-    assert sorted(w.split()[4] for w in warnings) == ["history.csv", "losses.png", "progress.gif", "real_vs_fake.png",
+    # (progress.gif has no new frame to be written: samples/epoch_0002.png could not be)
+    assert sorted(w.split()[4] for w in warnings) == ["history.csv", "losses.png", "real_vs_fake.png",
                                                       "samples/epoch_0002.png", "scores.png"]
     assert all("File too large" in w and "training goes on" in w for w in warnings)
     one_sentence("\n".join(line for line in err.splitlines() if line not in warnings), "checkpoint.pt",
                  "previous checkpoint is intact")
     assert "epoch 2/3 done" not in out  # (the epoch's line comes after its save)
     assert (load(tmp_path)["epoch"], load(tmp_path)["iteration"]) == (1, 0) and temporaries(tmp_path) == []
+    # history.csv as last written (a row after each iteration, up to batch 0 of the second epoch): a failed
+    # append is cut back off, so the file ends with whole rows
+    rows = (tmp_path / "history.csv").read_text().splitlines()[1:]
+    saved = [",".join(repr(x) for x in row) for row in zip(*(v.tolist() for v in load(tmp_path)["history"].values()))]
+    assert rows[:3] == saved and len(rows) == 4 and rows[3].startswith("1,0,") and rows[3].count(",") == 5
+
+
+def test_a_gif_that_cannot_be_written_raises_the_oserror_and_leaves_no_temporary_file(tmp_path):
+    """(In a run, a picture's OSError becomes the warning above; the GIF's happens only when a new
+    sample frame could be written, so it is caused here, in a child process under the limit.)"""
+    child = f"""
+import resource, sys, torch
+sys.path.insert(0, {ROOT!r})
+from common import pictures
+images = torch.rand(16, 3, 32, 32) * 2 - 1
+pngs = [f"{tmp_path}/{{k}}.png" for k in range(3)]
+for k, png in enumerate(pngs):
+    pictures.save_grid(images * (k + 1) / 3, png, 4)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))  # (a GIF of these: tens of KB)
+pictures.write_gif(pngs, "{tmp_path}/progress.gif", pictures.GifFrames(pictures.palette_of(images, 4)))
+"""
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "OSError: [Errno 27] File too large" in p.stderr, p.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path)) == ["0.png", "1.png", "2.png"]  # the PNGs, and no GIF nor its temporary
 
 
 def test_an_image_cache_that_cannot_be_written_is_skipped_with_a_notice(tmp_path):
