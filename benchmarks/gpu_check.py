@@ -25,7 +25,8 @@ needed, and each check compares against runs already made):
                           the epoch before intact (one save), CUDA still usable after         4
   host syncs              none in steady-state iterations (torch.cuda.set_sync_debug_mode)     4
   bit-identical           two runs in this process: checkpoints and history.csv equal,
-                          the checkpoint CPU tensors only (the first run decodes and caches)  8
+                          the checkpoint CPU tensors only (the faces decoded and cached by
+                          the NaN row: every run loads the cache)                             8
   SIGINT + --resume       a run stopped mid-epoch by a real SIGINT (a process), resumed
                           here: equal to the straight run                                    20
   --stream                read the files every epoch (2 workers): equal to the straight run   5
@@ -54,8 +55,8 @@ its first CUDA call only. DDP's device_ids (common.device.ddp) need a GPU to be 
 collectives row is their check.
 
 At the deadline (--seconds) the running check's processes are stopped (SIGTERM, then SIGKILL,
-torchrun's workers included), that check and the ones after it are marked cut, and the table is
-printed all the same. Exit status: 0 all passed (or n/a), 1 some check failed, 2 none failed but
+torchrun's workers included), a check running in this process is cut by an alarm 35 s later,
+that check and the ones after it are marked cut, and the table is printed all the same. Exit status: 0 all passed (or n/a), 1 some check failed, 2 none failed but
 some were cut. Everything a check prints goes to <logdir>/gpu_check.log; the table, as it grows,
 to <logdir>/gpu_check.md (so a run cut short still tells what it reached). Needs imageio besides
 torch, torchvision, tqdm, matplotlib and pytest (carry its wheel to a machine without it).
@@ -116,12 +117,15 @@ class Report:
     def check(self, name, f, *args):
         """Run f(*args) -> (passed: True / False / None for n/a, figure[, a value for later checks]).
         An exception fails the row; the deadline (PastDeadline) cuts it: neither passed nor failed.
-        Returns the value (None when the row did not pass)."""
+        Returns the value (None when the row did not pass). A row that runs in this process (no
+        command of its own for run() to stop) is cut by an alarm, a little after the deadline."""
         self.write(f"\n===== {name} =====")
         t0, value = time.monotonic(), None
+        signal.signal(signal.SIGALRM, self.past_deadline)
         try:
             if t0 > self.deadline:
                 raise PastDeadline("not run: past the deadline (--seconds)")
+            signal.setitimer(signal.ITIMER_REAL, self.deadline - t0 + 2 * GRACE_SECONDS + 5)  # (after run()'s)
             passed, figure, *value = f(*args)
             value = value[0] if value and passed is not False else None
         except PastDeadline as e:
@@ -129,6 +133,8 @@ class Report:
         except Exception as e:
             self.write(traceback.format_exc())
             passed, figure = False, f"{type(e).__name__}: {common.errors.first_line(e)[:200]}"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         result = {True: "pass", False: "FAIL", None: "n/a", "cut": "cut"}[passed]
         self.rows.append((name, result, figure, time.monotonic() - t0))
         self.write(f"-> {result}: {figure}")
@@ -136,6 +142,9 @@ class Report:
         with open(self.table_path, "w") as f:
             f.write(self.table())
         return value
+
+    def past_deadline(self, signum, frame):
+        raise PastDeadline("cut short by the deadline (--seconds), in this process")
 
     def table(self):
         lines = ["| check | result | figure | s |", "|---|---|---|---|"]
@@ -384,11 +393,11 @@ def no_host_sync(report, device, faces, outdir, window):
 
 def celeba_runs(report, device, faces, size_args, tmp):
     """The dcgan_celeba rows: repeat, resume, stream, torchrun, collectives, --ngpu 2."""
-    base = ["--dataroot", needs(faces, "the faces"), *size_args, "--device", device.type, "--epochs", 2,
-            "--checkpoint-every", 1000]
+    base = ["--dataroot", faces, *size_args, "--device", device.type, "--epochs", 2, "--checkpoint-every", 1000]
     folder = lambda name: os.path.join(tmp, name)  # noqa: E731
 
-    def straight():  # (the first decodes the faces and caches them; every later run loads the cache)
+    def straight():
+        needs(faces, "the faces")  # (the rows below need them too: each fails if the first did)
         codes = [in_process(report, *base, "--outdir", folder(k))[0] for k in "ab"]
         ok, why = same_run(folder("a"), folder("b")) if codes == [0, 0] else (False, f"exits {codes}")
         cpu = ok and on_cpu(torch.load(os.path.join(folder("a"), "checkpoint.pt"), weights_only=True))
@@ -396,6 +405,7 @@ def celeba_runs(report, device, faces, size_args, tmp):
     report.check("dcgan_celeba: two runs bit-identical", straight)
 
     def resume():
+        needs(faces, "the faces")
         code, out = run(report, script(*base, "--outdir", folder("c"), faults=("--signal-at", "1:1/SIGINT")))
         stopped = re.search(r"Stopped in epoch 2/2 after batch 2 of \d+", out)
         code2, _ = in_process(report, *base, "--outdir", folder("c"), "--resume")
@@ -405,12 +415,14 @@ def celeba_runs(report, device, faces, size_args, tmp):
     report.check("dcgan_celeba: SIGINT mid-epoch + --resume = straight", resume)
 
     def stream():
+        needs(faces, "the faces")
         code, _ = in_process(report, *base, "--outdir", folder("d"), "--stream", "--workers", 2)
         ok, why = same_run(folder("a"), folder("d"))
         return ok and code == 0, why or "identical to the in-memory run"
     report.check("dcgan_celeba: --stream = in-memory", stream)
 
     def torchrun():
+        needs(faces, "the faces")
         code, out = run(report, script(*base, "--outdir", folder("f"), faults=("--signal-at", "1:1/SIGTERM"),
                                        torchrun=True))
         stopped = re.search(r"Stopped in epoch 2/2 after batch \d+ of \d+", out)
@@ -425,6 +437,7 @@ def celeba_runs(report, device, faces, size_args, tmp):
     report.check("torchrun collectives on this device (a world of 1)", collectives_in_a_world_of_one, device)
 
     def ngpu():  # (--device auto: on a machine without CUDA the notice says so)
+        needs(faces, "the faces")
         code, out = in_process(report, "--dataroot", faces, *size_args, "--epochs", 1, "--ngpu", 2,
                                "--outdir", folder("g"))
         notice = next((line for line in out.splitlines() if line.startswith("notice: --ngpu 2")), None)

@@ -141,10 +141,10 @@ def child(script, argv):
     real_draw, real_write, real_batch_done = run.Run.draw, run.write_checkpoint, progress.Progress.batch_done
     last_eta = [0.0]
 
-    def draw(self):
+    def draw(self, final=False):
         started = time.monotonic()
-        real_draw(self)
-        say("draw", f"{time.monotonic() - started:.3f}", len(self.history))
+        real_draw(self, final)
+        say("draw", f"{time.monotonic() - started:.3f}", len(self.history), "final" if final else "")
 
     def write_checkpoint(state, outdir, where):
         started = time.monotonic()

@@ -42,7 +42,11 @@ def torch_save(obj, f):
                 raise
 
         def flush(self):
-            f.flush()
+            try:
+                f.flush()
+            except OSError as e:
+                self.error = self.error or e
+                raise
     writes = Writes()
     try:
         torch.save(obj, writes)

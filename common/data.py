@@ -35,6 +35,7 @@ from .device import rank_and_world, seed_worker
 from .errors import UserError, cannot_write, first_line
 from .outdir import claim, remove_temporaries, replaced_folder
 from .pictures import plural
+from .signals import signals_held
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -249,7 +250,7 @@ def write_image_cache(cache, name, folders):
     time."""
     started, why = time.monotonic(), {}
     for folder in folders:
-        remove_temporaries(folder, prefix="image_cache_")  # (of a decode that was killed: gigabytes)
+        remove_temporaries(folder, r"image_cache_\w+\.pt")  # (of a decode that was killed: gigabytes)
         path = os.path.join(folder, name)
         try:
             os.makedirs(folder, exist_ok=True)  # (the outdir, before the run claims it)
@@ -321,8 +322,10 @@ def decode_each(dataset, per_image, names=None):
     loader = torch.utils.data.DataLoader(PerImage(dataset, per_image), batch_size=CHUNK, collate_fn=chunk,
                                          num_workers=workers, worker_init_fn=seed_worker,
                                          generator=torch.Generator())  # leaves the global RNG alone
+    with signals_held():  # (Ctrl-C or SIGTERM while torch starts the workers would leave its iterator half made)
+        chunks = iter(loader)
     images, labels, bad, done = None, [], [], 0
-    for k, (some, their_labels, read) in enumerate(loader):
+    for k, (some, their_labels, read) in enumerate(chunks):
         if len(some):
             if images is None:  # (the size of the images, once the first is read)
                 images = torch.empty((len(dataset), *some.shape[1:]), dtype=torch.uint8)
@@ -333,7 +336,7 @@ def decode_each(dataset, per_image, names=None):
     if images is None:
         raise UserError(f"none of the {len(dataset)} images in {getattr(dataset, 'root', 'the dataset')} "
                         f"could be read; check the files.")
-    return images[:done].clone() if done < len(images) else images, torch.cat(labels), bad
+    return images.resize_(done, *images.shape[1:]), torch.cat(labels), bad  # (less the unreadable: no copy)
 
 
 CHUNK = 256  # images a decoding worker sends at once (256 CelebA faces of 64x64: 3 MiB)

@@ -13,10 +13,6 @@ class Diverged(Exception):
     """A loss, an output of D or a weight became NaN or infinite."""
 
 
-class QuitNow(KeyboardInterrupt):
-    """Ctrl-C pressed again once the stop's checkpoint is saved: quit without redrawing the pictures."""
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM outside the training loop (where it saves and stops instead): the command ends as on
     Ctrl-C, through every cleanup on the way, so that no temporary file or folder is left."""
@@ -55,13 +51,11 @@ def run_script(main):
         print(f"error: {first_line(e)}; the last checkpoint is intact. Rerun with --resume and fewer "
               f"--workers (0 reads in the main process).", file=sys.stderr)
         sys.exit(1)
-    except QuitNow:
-        print("\nquit on a second Ctrl-C, after the save (the pictures may be a little behind it).", file=sys.stderr)
-        sys.exit(130)
     except Terminated:
         print("\nstopped by SIGTERM outside the training loop: nothing was left unsaved.", file=sys.stderr)
         sys.exit(143)
-    except KeyboardInterrupt:  # (outside the training loop, which turns Ctrl-C into a save and a stop)
+    except KeyboardInterrupt:  # (outside the training loop, which turns Ctrl-C into a save and a stop, or
+        # while the pictures are redrawn as the run ends: they are drawn from what was saved)
         print("\ninterrupted outside the training loop: nothing was left unsaved.", file=sys.stderr)
         sys.exit(130)
     finally:

@@ -18,6 +18,7 @@ import re
 import shutil
 
 from .errors import UserError, cannot_write
+from .signals import signals_held
 
 try:
     import fcntl  # POSIX; on Windows the outdir is not locked
@@ -56,7 +57,9 @@ class claim:
         except OSError as e:
             self.release()
             raise UserError(f"--outdir {outdir} is not writable ({e.strerror}); choose another folder.") from None
-        remove_temporaries(outdir, every=True)  # (no other command writes here while we hold it)
+        # What a command stopped mid-write left here (no other command writes here while we hold it)
+        remove_temporaries(outdir, "|".join(re.escape(name) for name in RUN_FILES + ["generated", "real"]), every=True)
+        remove_temporaries(os.path.join(outdir, "samples"), RUN_FOLDERS["samples"], every=True)
 
     def release(self):
         """Give the folder back: unlock, remove .lock, and the folder if this command made it empty."""
@@ -136,13 +139,14 @@ def temporary_name(path, ext=""):
     return f"{path}.tmp{os.getpid()}{ext}"
 
 
-def remove_temporaries(folder, every=False, prefix=""):
+def remove_temporaries(folder, names, every=False):
     """Remove what a command stopped mid-write left in folder (kill -9 or a power cut: no cleanup
-    ran): temporary files and folders (see temporary_name) whose names start with prefix. every:
-    all of them (the folder is ours alone); else only those of processes that are gone."""
+    ran): the temporary files and folders (see temporary_name) of the names that the regular
+    expression `names` matches, and nothing else. every: all of them (the folder is ours alone);
+    else only those of processes that are gone."""
     for entry in os.listdir(folder) if os.path.isdir(folder) else []:
         match = TEMPORARY.fullmatch(entry)
-        if not match or not entry.startswith(prefix) or int(match["pid"]) == os.getpid():
+        if not match or not re.fullmatch(names, match["name"]) or int(match["pid"]) == os.getpid():
             continue
         if not every and process_exists(int(match["pid"])):
             continue
@@ -197,5 +201,10 @@ def replaced_folder(path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    old = temporary_name(path, ".old")
+    with signals_held():  # (the two renames: never the old folder gone and the new one not yet there)
+        if os.path.exists(path):
+            os.replace(path, old)
+        os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+

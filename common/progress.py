@@ -100,12 +100,15 @@ class Progress:
         pace = (now - since - (self.draw_total - drawn)) / max(self.batches_done - batches, 1)
         left = (self.epochs - self.epoch - 1) * self.batches + self.batches - next_batch
         # The pictures: redrawn every draw_every seconds while training goes on, and once more at the
-        # end, each costing the latest drawing's plots and its GIF at the frames it will have then.
+        # end, each costing the latest drawing's plots; the GIF is rewritten by the first drawing
+        # after each epoch's end (a new frame), at the frames it will have then.
         if not self.gifs:
             return left * pace + EXIT_SECONDS
         frames_now, frames_end = self.epoch + 1 + (next_batch >= self.batches), self.epochs + 1
         drawings = left * pace / max(self.draw_every, pace)  # (at most one after each batch)
-        during = drawings * (self.plot_seconds + self.gif_seconds((frames_now + frames_end) / 2))
+        new_frames = self.epochs - frames_now  # (epoch ends still to come, but the last: the end's drawing)
+        during = drawings * self.plot_seconds + min(drawings, new_frames) * self.gif_seconds(
+            (frames_now + frames_end) / 2)
         last = self.plot_seconds + self.gif_seconds(frames_end)
         return left * pace + during + last + EXIT_SECONDS
 

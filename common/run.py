@@ -25,6 +25,7 @@ device), signals (Ctrl-C and SIGTERM), progress (the bar and the ETA), checkpoin
 import contextlib
 import functools
 import os
+import re
 import sys
 import time
 
@@ -36,7 +37,7 @@ from .data import what_changed
 from .device import bare, data_parallel_gpus, peak_gpu_memory, rank_and_world, what_the_bits_depend_on
 from .errors import Diverged, UserError, cannot_write, first_line
 from .history import History, watch_for_nan
-from .outdir import check_new_run, claim, delete_old_run
+from .outdir import RUN_FOLDERS, check_new_run, claim, delete_old_run
 from .pictures import plural
 from .progress import Progress, clock
 from .signals import StopSignals, agree, continue_command
@@ -117,11 +118,11 @@ class Run:
             if self.args.overwrite:
                 delete_old_run(self.outdir)
             os.makedirs(os.path.join(self.outdir, "samples"), exist_ok=True)
-            with self.picture(self.real_grid) as path:
+            with self.picture(self.real_grid, redrawn=False) as path:
                 pictures.save_grid(self.real, path, self.nrow)
             with torch.no_grad():  # (the bare G: DDP's wrapper is for all processes at once)
                 fake = self.as_images(bare(self.nets[0])(self.fixed_noise))
-            with self.picture(sample_name(0)) as path:
+            with self.picture(sample_name(0), redrawn=False) as path:
                 pictures.save_grid(fake, path, self.nrow)
 
     def restore(self):
@@ -193,7 +194,7 @@ class Run:
         stop_now = self.stopping is not None and self.batch < self.batches  # (at the last batch: end_epoch)
         if save_due or stop_now:
             self.save(self.epoch, self.batch)
-        if save_due and not stop_now and not self.progress.on_terminal():  # (a log file has no bar)
+        if save_due and not stop_now and not self.progress.on_terminal() and self.rank == 0:  # (a log has no bar)
             self.log(f"checkpoint.pt saved {self.position(self.epoch, self.batch)}; "
                      f"run ETA {clock(self.progress.eta(self.batch))}")
         if stop_now:
@@ -215,7 +216,7 @@ class Run:
             self.agree()
         self.fake = self.as_images(fake).detach().cpu()
         if self.rank == 0:
-            with self.picture(sample_name(self.epoch + 1)) as path:
+            with self.picture(sample_name(self.epoch + 1), redrawn=False) as path:
                 pictures.save_grid(self.fake, path, self.nrow)
         if self.reference and (self.epoch + 1) % self.args.eval_every == 0:
             measured = quality.measure(self.nets[0], self.fixed_noise.shape[1:], self.image_shape, self.reference,
@@ -224,8 +225,8 @@ class Run:
             self.quality_rows.append(row)
             self.log(f"epoch {self.epoch + 1} quality: {quality.line(row)}")
         self.save(self.epoch + 1, 0)
-        last = self.epoch + 1 == self.args.epochs  # (then finish() draws them, at once)
-        if (time.monotonic() - self.drawn_at >= DRAW_EVERY or self.epoch == self.first_epoch) and not last:
+        ending = self.epoch + 1 == self.args.epochs or self.stopping is not None  # (then close() draws them, at once)
+        if (time.monotonic() - self.drawn_at >= DRAW_EVERY or self.epoch == self.first_epoch) and not ending:
             self.draw()  # (also after the first epoch: the pictures appear early, and the ETA learns their cost)
         self.progress.end_epoch()
         self.log(f"epoch {self.epoch + 1}/{self.args.epochs} done in {seconds:.2f} s ({rate:.0f} img/s); "
@@ -300,8 +301,6 @@ class Run:
             "data_files": self.dataloader.files}
         try:
             write_checkpoint(state, self.outdir, self.position(epoch, iteration))
-            if self.stopping is not None:  # the save a stop waits for is written
-                self.signals.stop_saved = True
         except UserError:  # (rank 0's disk is full: the one that writes)
             self.close()
             raise
@@ -338,7 +337,7 @@ class Run:
         gif_started, written = time.monotonic(), None
         with self.picture("progress.gif") as path:  # (when there are new samples: once an epoch)
             folder = os.path.join(self.outdir, "samples")
-            pngs = sorted(f for f in os.listdir(folder) if f.startswith("epoch_"))
+            pngs = sorted(f for f in os.listdir(folder) if re.fullmatch(RUN_FOLDERS["samples"], f))
             frames = [(f, os.path.getmtime(os.path.join(folder, f))) for f in pngs]
             if pngs and self.drawn.get("progress.gif") != frames:
                 pictures.write_gif([os.path.join(folder, f) for f in pngs], path, self.gif,
@@ -349,18 +348,18 @@ class Run:
         self.drawn_at = now
 
     @contextlib.contextmanager
-    def picture(self, name):
-        """Around writing one of the pictures (or history.csv) as <outdir>/name: they are all drawn
-        again later from what the run holds, so one that cannot be written costs a warning (said
-        once), never the run."""
+    def picture(self, name, redrawn=True):
+        """Around writing one of the pictures (or history.csv) as <outdir>/name: they are derived
+        from what the run holds, and most are drawn again at the next drawing (redrawn), so one that
+        cannot be written costs a warning (said once), never the run."""
         try:
             yield os.path.join(self.outdir, name)
         except Exception as e:  # (matplotlib, Pillow and imageio raise many kinds)
             if name not in self.not_drawn:
                 self.not_drawn.add(name)
                 why = cannot_write(e) if isinstance(e, OSError) else f"({type(e).__name__}: {first_line(e)[:200]})"
-                self.log(f"warning: could not write {name} {why}; training goes on, and it is drawn again later.",
-                         file=sys.stderr)
+                self.log(f"warning: could not write {name} {why}; training goes on"
+                         + (", and it is drawn again later." if redrawn else " without it."), file=sys.stderr)
 
     def exit_after_stop(self, epoch, i):
         """Ctrl-C or SIGTERM: the checkpoint is saved; say how to continue (before the pictures are
@@ -380,10 +379,13 @@ class Run:
 
     def close(self):
         """Bring the pictures up to the last good iteration (also when training diverged), and give
-        the folder and the signals back."""
+        the folder and the signals back. The signals first: everything is saved by now, so a Ctrl-C
+        while the pictures are redrawn quits at once."""
         if self.closed:
             return
         self.closed = True
+        if self.signals is not None:
+            self.signals.restore()
         try:
             self.progress.close()
             self.history.flush()

@@ -2,27 +2,26 @@
 
     signals = StopSignals()        # from now on the first Ctrl-C / SIGTERM only asks to stop
     ...
-    if signals.signum: ...         # the training loop checks between iterations, saves,
-    signals.stop_saved = True      # says that the stop's save is written,
-    signals.restore()              # and gives back the handlers that were there before
+    if signals.signum: ...         # the training loop checks between iterations, saves and stops,
+    signals.restore()              # giving back the handlers that were there before (before the
+                                   # pictures are redrawn: from then on, Ctrl-C quits at once)
 
-Ctrl-C pressed again (a common habit) does not lose the stop's save: until it is written, each
-further Ctrl-C only says that it is coming. Once it is, a Ctrl-C quits at once (QuitNow), without
-waiting for the pictures to be redrawn.
+Ctrl-C pressed again (a common habit) does not lose the stop's save: while these handlers are
+there, a save is under way or due, and a further Ctrl-C only says so.
+
+    with signals_held(): ...       # a few lines that must not be cut in the middle (outside training)
 """
+import contextlib
 import os
 import shlex
 import signal
 import sys
 
-from .errors import QuitNow
-
 
 class StopSignals:
     def __init__(self):
         self.signum = None  # the signal that asked to stop, once one did
-        self.stop_saved = False  # the checkpoint of that stop is written: a Ctrl-C may quit at once
-        self.told = False
+        self.told = False  # that the save is still coming, once a further Ctrl-C came
         self.old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGTERM, self.on_signal)
@@ -32,8 +31,6 @@ class StopSignals:
         if self.signum is None:
             self.signum = signum
             say(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving checkpoint.pt ...\n")
-        elif signum == signal.SIGINT and self.stop_saved:
-            raise QuitNow  # Ctrl-C again once the save is written: quit now
         elif signum == signal.SIGINT and not self.told:
             self.told = True
             say("\nStill saving: the run stops as soon as checkpoint.pt is written (Ctrl-C after that quits "
@@ -44,6 +41,22 @@ class StopSignals:
             signal.signal(signal.SIGINT, self.old[0])
             signal.signal(signal.SIGTERM, self.old[1])
             self.old = None
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM that come during the block act when it is done, as they would have then.
+    (Held by handlers of Python's, not by the OS's signal mask: that holds a signal for one thread
+    only, and the process's other threads, torch's among them, would take it.)"""
+    came = []
+    old = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if came:
+            signal.raise_signal(came[0])
 
 
 def say(text):

@@ -137,16 +137,22 @@ def test_an_unexpected_error_in_the_bookkeeping_still_closes_the_run(tmp_path, m
 
 def eta_of_a_simulated_run(monkeypatch, epochs, batches, batch_s, draw_every, draw_s, first_batch_s=None):
     """Progress driven as Run drives it, on a clock of the test's own: each batch takes batch_s (the
-    first first_batch_s), the pictures are drawn every draw_every seconds (as Run.step does) at
-    draw_s each, and at each epoch's end. Returns [(epoch, batch, printed ETA, time really left)]."""
+    first first_batch_s), the pictures are drawn every draw_every seconds (as Run.step does) and at
+    each epoch's end, at draw_s each, half of it for the GIF, which is written only when it has a
+    new frame. Returns [(epoch, batch, printed ETA, time really left)]."""
     now = [0.0]
     monkeypatch.setattr(common.progress.time, "monotonic", lambda: now[0])
-    progress, drawn_at, seen = Progress(epochs, batches, 1, batches, draw_every), 0.0, []
+    progress, drawn_at, gif_frames, seen = Progress(epochs, batches, 1, batches, draw_every), 0.0, 0, []
 
     def draw(frames):
-        nonlocal drawn_at
-        now[0] += draw_s
-        progress.drawn(draw_s, draw_s / 2, frames)
+        nonlocal drawn_at, gif_frames
+        if frames > gif_frames:
+            now[0] += draw_s
+            progress.drawn(draw_s, draw_s / 2, frames)
+            gif_frames = frames
+        else:
+            now[0] += draw_s / 2
+            progress.drawn(draw_s / 2)
         drawn_at = now[0]
     for epoch in range(epochs):
         progress.start_epoch(epoch, 0)
@@ -156,8 +162,10 @@ def eta_of_a_simulated_run(monkeypatch, epochs, batches, batch_s, draw_every, dr
             seen.append((epoch, i, progress.eta(i + 1), now[0]))
             if now[0] - drawn_at >= draw_every:
                 draw(epoch + 1)
-        draw(epoch + 2)
+        if epoch == 0 or (now[0] - drawn_at >= draw_every and epoch + 1 < epochs):  # (as Run.end_epoch)
+            draw(epoch + 2)
         progress.end_epoch()
+    draw(epochs + 1)  # (as Run.finish)
     end = now[0] + common.progress.EXIT_SECONDS
     return [(e, i, eta, end - t) for e, i, eta, t in seen]
 
