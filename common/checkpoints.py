@@ -30,9 +30,12 @@ def atomic_save(obj, path):
 
 def torch_save(obj, f):
     """torch.save(obj, f), but a write that fails raises its OSError: torch.save itself turns it into
-    a RuntimeError ("unexpected pos ...") that does not say the disk is full."""
+    a RuntimeError ("unexpected pos ...") that does not say the disk is full. (Its zip writer calls
+    write() and flush() of the file object it is given: this one keeps the first OSError they
+    raise, to raise it again in place of torch's RuntimeError.)"""
     class Writes:  # f, keeping the first error of its writes
-        error = None
+        def __init__(self):
+            self.error = None
 
         def write(self, data):
             try:
@@ -78,7 +81,8 @@ def write_checkpoint(state, outdir, where):
     if rank_and_world()[0] != 0:
         return  # under DDP only rank 0 writes (the RNG states of every rank are in `state`)
     path, prev = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "checkpoint.prev.pt")
-    if os.path.exists(path):
+    had_one = os.path.exists(path)
+    if had_one:
         link = temporary_name(prev)
         try:  # a hard link: checkpoint.pt itself is never missing, not even for an instant
             if os.path.lexists(link):  # (left by a save of this process that failed at this point)
@@ -90,8 +94,9 @@ def write_checkpoint(state, outdir, where):
     try:
         atomic_save(state, path)
     except OSError as e:
-        raise UserError(f"could not write {path} {cannot_write(e)}; the previous checkpoint is intact, "
-                        f"and --resume continues from it.") from None
+        raise UserError(f"could not write {path} {cannot_write(e)}; " + (
+            "the previous checkpoint is intact, and --resume continues from it." if had_one else
+            "it is the run's first, so there is nothing to resume: rerun the command.")) from None
 
 
 def load_checkpoint(outdir, script):

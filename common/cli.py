@@ -96,7 +96,8 @@ def add_common_args(parser, *, script, dataroot, epochs, batch_size, workers, se
     a("--epochs", type=positive_int, default=epochs, help="number of training epochs")
     a("--batch-size", type=positive_int, default=batch_size, changes_math=True, help="images per batch")
     a("--workers", type=nonnegative_int, default=workers,
-      help="DataLoader worker processes (used to decode the dataset, and with --stream)")
+      help="DataLoader worker processes that read and decode the images every epoch with --stream (the "
+           "first decode of an image folder takes every core)")
     a("--seed", type=seed_number, default=seed, changes_math=True,
       help="random seed (with --generate: the seed of the noise)")
     a("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",

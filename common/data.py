@@ -238,7 +238,7 @@ def decode(dataset, per_image, cache_dirs, folder=None, write_cache=True):
     images, labels, bad = decode_each(dataset, per_image, files)
     print(f"Decoded them in {time.monotonic() - started:.1f} s")
     report_bad(bad)
-    if write_cache:  # (under torchrun: rank 0 only)
+    if write_cache and cache_dirs:  # (under torchrun: rank 0 only)
         write_image_cache({"images": images, "bad": bad}, name, cache_dirs)
     return images, labels
 
@@ -260,12 +260,13 @@ def write_image_cache(cache, name, folders):
             continue
         for old in glob.glob(os.path.join(folder, name.rsplit("_", 1)[0] + "_*.pt")):
             if os.path.basename(old) != name:
-                os.remove(old)  # a cache of an older list of images
+                with contextlib.suppress(OSError):  # (another command's, or removed by it first)
+                    os.remove(old)  # a cache of an older list of images
         print(f"Cached them in {path} ({os.path.getsize(path) / 2**30:.2f} GiB, {time.monotonic() - started:.1f} s): "
               f"later starts load that instead of decoding again")
         return
     print(f"notice: the decoded images could not be cached ({'; '.join(f'{f}: {w}' for f, w in why.items())}); "
-          f"training goes on, and the next start decodes them again.")
+          f"the next start decodes them again.")
 
 
 class PerImage(torch.utils.data.Dataset):
@@ -314,29 +315,33 @@ def own_rng(seed=None):
 
 def decode_each(dataset, per_image, names=None):
     """Every image through the per-image transform: (uint8 N x C x H x W, labels, the names of the
-    images that could not be read). This runs once, so it takes every core, whatever --workers
-    says. Each worker sends CHUNK images as one tensor: torch shares each tensor a worker sends
-    through a file of its own, held open until it is freed, and a desktop allows 1,024 open files
-    (CelebA has 202,599 images). The chunks are copied into one tensor as they come."""
-    workers = min(usable_cores(), len(dataset) // CHUNK)  # (a few hundred images: in this process, at once)
+    images that could not be read). This runs once, so it takes every core (shared by torchrun's
+    processes on this machine), whatever --workers says. Each worker sends CHUNK images as one
+    tensor: torch shares each tensor a worker sends through a file of its own, held open until it
+    is freed, and a desktop allows 1,024 open files (CelebA has 202,599 images). The chunks are
+    copied into one tensor as they come, and freed."""
+    cores = max(usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)  # (torchrun: each decodes)
+    workers = min(cores, len(dataset) // CHUNK)  # (a few hundred images: in this process, at once)
     loader = torch.utils.data.DataLoader(PerImage(dataset, per_image), batch_size=CHUNK, collate_fn=chunk,
                                          num_workers=workers, worker_init_fn=seed_worker,
                                          generator=torch.Generator())  # leaves the global RNG alone
-    with signals_held():  # (Ctrl-C or SIGTERM while torch starts the workers would leave its iterator half made)
-        chunks = iter(loader)
-    images, labels, bad, done = None, [], [], 0
-    for k, (some, their_labels, read) in enumerate(chunks):
+    with signals_held():  # (a Ctrl-C or SIGTERM handled while torch forks the workers can land in an
+        chunks = iter(loader)  # at-fork hook, which prints the exception and drops it: the command went on)
+    images, labels, bad, done = None, torch.empty(len(dataset), dtype=torch.int64), [], 0
+    for k, (some, their_labels, read) in enumerate(chunks):  # (copied, not kept: each holds an open file)
         if len(some):
             if images is None:  # (the size of the images, once the first is read)
                 images = torch.empty((len(dataset), *some.shape[1:]), dtype=torch.uint8)
             images[done:done + len(some)] = some
+            labels[done:done + len(some)] = their_labels
             done += len(some)
-        labels.append(their_labels)
         bad += [names[i] if names else f"item {i}" for i in (k * CHUNK + torch.nonzero(~read).flatten()).tolist()]
     if images is None:
         raise UserError(f"none of the {len(dataset)} images in {getattr(dataset, 'root', 'the dataset')} "
                         f"could be read; check the files.")
-    return images.resize_(done, *images.shape[1:]), torch.cat(labels), bad  # (less the unreadable: no copy)
+    if done < len(dataset):  # (some could not be read: rare, so a copy is fine)
+        images, labels = images[:done].clone(), labels[:done].clone()
+    return images, labels, bad
 
 
 CHUNK = 256  # images a decoding worker sends at once (256 CelebA faces of 64x64: 3 MiB)

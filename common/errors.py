@@ -47,9 +47,9 @@ def run_script(main):
     except RuntimeError as e:
         if "DataLoader worker" not in str(e):
             raise
-        # a worker process died (out of memory, killed, ...)
-        print(f"error: {first_line(e)}; the last checkpoint is intact. Rerun with --resume and fewer "
-              f"--workers (0 reads in the main process).", file=sys.stderr)
+        # a process that reads images died (out of memory, killed, ...)
+        print(f"error: {first_line(e)}; nothing saved is lost. Rerun (with --resume once a checkpoint is "
+              f"written), with fewer --workers under --stream (0 reads in the main process).", file=sys.stderr)
         sys.exit(1)
     except Terminated:
         print("\nstopped by SIGTERM outside the training loop: nothing was left unsaved.", file=sys.stderr)

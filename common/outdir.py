@@ -201,10 +201,12 @@ def replaced_folder(path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = temporary_name(path, ".old")
-    with signals_held():  # (the two renames: never the old folder gone and the new one not yet there)
-        if os.path.exists(path):
-            os.replace(path, old)
-        os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    old = temporary_name(path, ".old")  # (a temporary's name too: a claim removes what a kill left)
+    try:
+        with signals_held():  # (the two renames: never the old folder gone and the new one not yet there)
+            if os.path.exists(path):
+                os.replace(path, old)
+            os.replace(tmp, path)
+    finally:  # (also when a signal held during the renames acts at their end)
+        shutil.rmtree(old, ignore_errors=True)
 

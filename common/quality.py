@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .checkpoints import atomic_save, load_generator, to_cpu
 from .device import bare, deterministic_algorithms
-from .errors import UserError
+from .errors import UserError, cannot_write
 from .outdir import claim, replaced_file
 from .pictures import save_figure
 
@@ -174,8 +174,12 @@ def evaluate(script, args, build_generator, dataloader, device):
         result = {"epoch": ckpt["epoch"], "iteration": ckpt["iteration"], "seed": args.seed,
                   **measure(netG, ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"]), ref, n, args.seed)}
         print(line(result))
-        plot_shares(result, os.path.join(args.outdir, "evaluation.png"), f"{script}, epoch {ckpt['epoch']}")
-        write_json(result, os.path.join(args.outdir, "evaluation.json"))
+        try:
+            plot_shares(result, os.path.join(args.outdir, "evaluation.png"), f"{script}, epoch {ckpt['epoch']}")
+            write_json(result, os.path.join(args.outdir, "evaluation.json"))
+        except OSError as e:  # (a full disk, say: the line above holds the result)
+            raise UserError(f"could not write the evaluation's files to {args.outdir}/ {cannot_write(e)}; "
+                            f"the result is the line above.") from None
         print(f"Wrote evaluation.png and evaluation.json to {args.outdir}/")
 
 

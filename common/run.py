@@ -14,9 +14,11 @@ tells it. Not a trainer: the loop, the models and every backward() / step() stay
 What lands in --outdir, and when:
   samples/epoch_NNNN.png, checkpoint.pt   after every epoch (checkpoint.pt also every
                                           --checkpoint-every iterations, and on a stop)
-  history.csv, losses.png, scores.png,    the derived pictures: after the first epoch, then at
-  progress.gif, quality.csv, quality.png  most every DRAW_EVERY seconds (so at most about that
-                                          stale), and always when the run ends, stops or diverges
+  history.csv, losses.png, scores.png,    the derived pictures: after the first iteration that
+  progress.gif, quality.csv, quality.png  ends DRAW_EVERY seconds after the last drawing (inside
+                                          an epoch too), after the first epoch, and always when
+                                          the run ends, stops or diverges (progress.gif only when
+                                          a new epoch's samples are there)
   real_vs_fake.png                        when the run ends, stops or diverges (its last samples)
 
 Each piece it uses reads alone: outdir (the folder's lock), history (the numbers, kept on the
@@ -351,15 +353,17 @@ class Run:
     def picture(self, name, redrawn=True):
         """Around writing one of the pictures (or history.csv) as <outdir>/name: they are derived
         from what the run holds, and most are drawn again at the next drawing (redrawn), so one that
-        cannot be written costs a warning (said once), never the run."""
+        cannot be written costs a warning (said once), never the run (nor, as it ends, its exit)."""
         try:
             yield os.path.join(self.outdir, name)
         except Exception as e:  # (matplotlib, Pillow and imageio raise many kinds)
             if name not in self.not_drawn:
                 self.not_drawn.add(name)
                 why = cannot_write(e) if isinstance(e, OSError) else f"({type(e).__name__}: {first_line(e)[:200]})"
-                self.log(f"warning: could not write {name} {why}; training goes on"
-                         + (", and it is drawn again later." if redrawn else " without it."), file=sys.stderr)
+                after = ("the run ends without it." if self.closed else  # (close(): the last drawing)
+                         "training goes on, and it is drawn again later." if redrawn else
+                         "training goes on without it.")
+                self.log(f"warning: could not write {name} {why}; {after}", file=sys.stderr)
 
     def exit_after_stop(self, epoch, i):
         """Ctrl-C or SIGTERM: the checkpoint is saved; say how to continue (before the pictures are

@@ -34,7 +34,7 @@ class StopSignals:
         elif signum == signal.SIGINT and not self.told:
             self.told = True
             say("\nStill saving: the run stops as soon as checkpoint.pt is written (Ctrl-C after that quits "
-                "at once).\n")
+                "at once; Ctrl-\\ kills it now, and loses what was trained since the last save).\n")
 
     def restore(self):
         if self.old is not None:
@@ -55,8 +55,8 @@ def signals_held():
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-        if came:
-            signal.raise_signal(came[0])
+        if came:  # (SIGTERM first if both came: a scheduler's, the command's end)
+            signal.raise_signal(signal.SIGTERM if signal.SIGTERM in came else came[0])
 
 
 def say(text):
