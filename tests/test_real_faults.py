@@ -56,6 +56,15 @@ def test_a_checkpoint_that_cannot_be_written_is_one_sentence_and_the_last_one_st
     assert call("gan_mnist", *args, "--epochs", 2, "--resume") == 0  # and it goes on once it can write
 
 
+def test_a_new_runs_first_checkpoint_that_cannot_be_written_says_there_is_nothing_to_resume(tmp_path, mnist_root):
+    code, out, err = run_limited("gan_mnist", "--dataroot", mnist_root, "--outdir", tmp_path, "--batch-size", 16,
+                                 "--epochs", 1, limit=2 * 2**20)
+    assert code == 1
+    one_sentence("\n".join(line for line in err.splitlines() if not line.startswith("warning: ")),
+                 "checkpoint.pt", "File too large", "nothing to resume")
+    assert not os.path.exists(tmp_path / "checkpoint.pt") and temporaries(tmp_path) == []
+
+
 def test_pictures_and_history_that_cannot_be_written_cost_a_warning_each_not_the_run(tmp_path, mnist_root):
     """From batch 1 of the second epoch on, no file may exceed 256 bytes: every drawing (one after
     every iteration here) fails, each picture is named once, and training goes on until the save at
@@ -101,6 +110,15 @@ pictures.write_gif(pngs, "{tmp_path}/progress.gif", pictures.GifFrames(pictures.
     p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "OSError: [Errno 27] File too large" in p.stderr, p.stderr[-2000:]
     assert sorted(os.listdir(tmp_path)) == ["0.png", "1.png", "2.png"]  # the PNGs, and no GIF nor its temporary
+
+
+def test_evaluate_that_cannot_write_its_files_is_one_sentence_after_its_result(tmp_path, mnist_root):
+    assert call("gan_mnist", *data_args("gan_mnist", mnist_root, ""), "--epochs", 1, "--outdir", tmp_path) == 0
+    code, out, err = run_limited("gan_mnist", "--dataroot", mnist_root, "--outdir", tmp_path, "--evaluate", 20,
+                                 limit=4096)  # (evaluation.png: tens of KB)
+    assert code == 1 and any(line.startswith("FD ") for line in out.splitlines()), err[-3000:]
+    one_sentence(err, "could not write the evaluation's files", "File too large", "the result is the line above")
+    assert not os.path.exists(tmp_path / "evaluation.png") and temporaries(tmp_path) == []
 
 
 def test_an_image_cache_that_cannot_be_written_is_skipped_with_a_notice(tmp_path):
