@@ -56,8 +56,8 @@ collectives row is their check.
 
 At the deadline (--seconds) the running check's processes are stopped (SIGTERM, then SIGKILL,
 torchrun's workers included), a check running in this process is cut by an alarm 35 s later,
-that check and the ones after it are marked cut, and the table is printed all the same. Exit status: 0 all passed (or n/a), 1 some check failed, 2 none failed but
-some were cut. Everything a check prints goes to <logdir>/gpu_check.log; the table, as it grows,
+that check and the ones after it are marked cut, and the table is printed all the same. Exit
+status: 0 all passed (or n/a), 1 some check failed, 2 none failed but some were cut. Everything a check prints goes to <logdir>/gpu_check.log; the table, as it grows,
 to <logdir>/gpu_check.md (so a run cut short still tells what it reached). Needs imageio besides
 torch, torchvision, tqdm, matplotlib and pytest (carry its wheel to a machine without it).
 """

@@ -24,20 +24,18 @@ each checkpoint's write, and the progress bar's ETA (which a log file does not s
 seconds. Peak RSS is the process's own (os.wait4; a process still running: /proc's VmHWM).
 """
 import argparse
-import contextlib
 import glob
 import os
 import re
 import resource
-import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+from conftest import write_idx_images, write_idx_labels  # noqa: E402
 
 FACES, DIGITS = 202_599, 60_000
 OPEN_FILES = 1024  # a desktop's usual `ulimit -n`
@@ -92,12 +90,10 @@ def make_digits(root, n):
             y, x = np.clip(y + rng.normal(0, 1.5), 5, 22), np.clip(x + rng.normal(0, 1.5), 5, 22)
             images[k] = np.maximum(images[k], np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 2.5))
     images = (images * 255).astype(np.uint8)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    for split in ("train", "t10k"):
-        with open(os.path.join(raw, f"{split}-images-idx3-ubyte"), "wb") as f:
-            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
-        with open(os.path.join(raw, f"{split}-labels-idx1-ubyte"), "wb") as f:
-            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+    labels = rng.integers(0, 10, n)
+    for split in ("train", "t10k"):  # (the tests' writers of the idx format)
+        write_idx_images(os.path.join(raw, f"{split}-images-idx3-ubyte"), images)
+        write_idx_labels(os.path.join(raw, f"{split}-labels-idx1-ubyte"), labels)
 
 
 # ---------------------------------------------------------------------------------------------

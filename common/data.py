@@ -220,8 +220,8 @@ def decode(dataset, per_image, cache_dirs, folder=None, write_cache=True):
     # An image folder: decode once into a cache file, valid for exactly these files at these sizes.
     files, stats = folder
     name = cache_name(per_image, files, stats)
-    for folder in cache_dirs:
-        path = os.path.join(folder, name)
+    for cache_dir in cache_dirs:
+        path = os.path.join(cache_dir, name)
         if os.path.exists(path):
             try:
                 started = time.monotonic()

@@ -58,8 +58,10 @@ class claim:
             self.release()
             raise UserError(f"--outdir {outdir} is not writable ({e.strerror}); choose another folder.") from None
         # What a command stopped mid-write left here (no other command writes here while we hold it)
-        remove_temporaries(outdir, "|".join(re.escape(name) for name in RUN_FILES + ["generated", "real"]), every=True)
-        remove_temporaries(os.path.join(outdir, "samples"), RUN_FOLDERS["samples"], every=True)
+        top = RUN_FILES + [folder for folder in RUN_FOLDERS if "/" not in folder]  # (a folder is written whole too)
+        remove_temporaries(outdir, "|".join(map(re.escape, top)), every=True)
+        for folder, names in RUN_FOLDERS.items():
+            remove_temporaries(os.path.join(outdir, folder), names, every=True)
 
     def release(self):
         """Give the folder back: unlock, remove .lock, and the folder if this command made it empty."""

@@ -180,12 +180,11 @@ def write_csv(columns, path, rows_there=0):
     that a long run's history.csv costs its new rows, not all of them again. Returns the rows the
     file holds. A failed append (a full disk) is cut back off: the file holds whole rows only."""
     rows = len(next(iter(columns.values())))
+    new = "".join(",".join(repr(x) for x in row) + "\n" for row in zip(*(v[rows_there:] for v in columns.values())))
     if not rows_there:
         with replaced_file(path) as tmp, open(tmp, "w") as f:
-            f.write(",".join(columns) + "\n")
-            f.write("".join(",".join(repr(x) for x in row) + "\n" for row in zip(*columns.values())))
+            f.write(",".join(columns) + "\n" + new)
         return rows
-    new = "".join(",".join(repr(x) for x in row) + "\n" for row in zip(*(v[rows_there:] for v in columns.values())))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         whole = os.lseek(fd, 0, os.SEEK_END)
