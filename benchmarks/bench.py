@@ -33,7 +33,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common.device import deterministic_cublas  # noqa: E402
+from processes import Child, warm_up  # noqa: E402
+from synthetic import make_faces  # noqa: E402
 
 # Before anything here multiplies on a GPU: the deterministic runs of the scripts in this process
 # (the FLOP count) follow the dense rates.
@@ -276,43 +277,19 @@ TUTORIALS = {"gan_mnist": tutorial_gan_mnist, "dcgan_mnist": tutorial_dcgan_mnis
 # The driver: alternate (a) and (b) in child processes and compare
 # ---------------------------------------------------------------------------------------------
 
-def child(cmd):
-    """Run cmd; return (per-epoch seconds, peak RSS in MiB, wall seconds of the whole command, peak
-    GPU memory in MiB or None)."""
+def child(path, argv):
+    """Run `python path argv` (started warm: benchmarks/processes.py; the difference of two run
+    lengths cancels the start-up anyway); return (per-epoch seconds, peak RSS in MiB, wall seconds
+    of the whole command, peak GPU memory in MiB or None)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = p.stdout.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
+    p = Child(path, argv)
+    out, err = p.communicate(timeout=None)
     if p.returncode != 0:
-        sys.exit(f"benchmark child failed ({' '.join(cmd)}):\n{out[-3000:]}")
+        sys.exit(f"benchmark child failed (python {path} {' '.join(argv)}):\n{(out + err)[-3000:]}")
     wall = time.perf_counter() - t0
     seconds = [float(s) for s in re.findall(r"^epoch \d+/\d+ done in ([\d.]+) s", out, re.M)]
     gpu = re.findall(r"peak GPU memory (\d+) MiB", out)
-    return seconds, usage.ru_maxrss / 1024, wall, float(gpu[-1]) if gpu else None
-
-
-def make_faces(folder, n):
-    """n synthetic 178x218 JPEG faces (the size of aligned CelebA) for the CelebA benchmark, made
-    on every core; written next to folder and renamed, so that an interrupted run leaves none."""
-    from multiprocessing import Pool
-    tmp = f"{folder}.tmp{os.getpid()}"
-    os.makedirs(tmp, exist_ok=True)
-    with Pool() as pool:
-        pool.starmap(make_face, [(tmp, k) for k in range(n)], chunksize=64)
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    os.replace(tmp, folder)
-
-
-def make_face(folder, k):
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(k)
-    yy, xx = np.mgrid[:218, :178]
-    base = rng.integers(0, 256, size=3)
-    pixels = base + 60 * np.sin(xx[..., None] / (5 + k % 13) + yy[..., None] / (7 + k % 5))
-    pixels = (pixels + rng.normal(0, 12, pixels.shape)).clip(0, 255).astype(np.uint8)
-    Image.fromarray(pixels, "RGB").save(os.path.join(folder, f"{k + 1:06d}.jpg"), quality=90)
+    return seconds, p.peak_rss_mib, wall, float(gpu[-1]) if gpu else None
 
 
 def flops_per_image(script, device, tmp):
@@ -365,7 +342,7 @@ def dense_rates(device):
     return rates
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scripts", nargs="+", default=["gan_mnist", "dcgan_mnist", "dcgan_celeba"])
     p.add_argument("--mnist", default=os.path.join(ROOT, "..", "shared", "data", "mnist-10k"),
@@ -382,11 +359,11 @@ def main():
                         "(give it again for more variants)")
     p.add_argument("--tutorial", choices=list(TUTORIALS), help=argparse.SUPPRESS)  # child mode
     p.add_argument("--outdir", help=argparse.SUPPRESS)  # the tutorial child's outputs
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.celeba is None:
         args.celeba = os.path.join(tempfile.gettempdir(), f"bench_faces_{args.faces}")
     if not os.path.exists(args.celeba):
-        make_faces(os.path.join(args.celeba, "img_align_celeba"), args.faces)
+        make_faces(args.celeba, args.faces)
 
     if args.tutorial:  # child: run one tutorial loop
         import torch
@@ -398,21 +375,22 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, torch {torch.__version__}, device {args.device}")
     results = {}
+    warm_up()  # (the server the children are forked from, started before any of them is timed)
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for script in args.scripts:
                 data = ["--dataroot", args.celeba if script == "dcgan_celeba" else args.mnist]
 
                 def project(epochs, outdir, *flags):
-                    return [sys.executable, f"{script}.py", *data, "--epochs", str(epochs), "--outdir",
-                            os.path.join(tmp, outdir), "--device", args.device, "--checkpoint-every", "1000000",
-                            "--overwrite", *flags]
+                    return f"{script}.py", [*data, "--epochs", str(epochs), "--outdir", os.path.join(tmp, outdir),
+                                            "--device", args.device, "--checkpoint-every", "1000000", "--overwrite",
+                                            *flags]
 
                 def tutorial(epochs, outdir):
                     os.makedirs(os.path.join(tmp, outdir), exist_ok=True)
-                    return [sys.executable, __file__, "--tutorial", script, "--epochs", str(epochs), "--mnist",
-                            args.mnist, "--celeba", args.celeba, "--device", args.device, "--outdir",
-                            os.path.join(tmp, outdir)]
+                    return __file__, ["--tutorial", script, "--epochs", str(epochs), "--mnist", args.mnist,
+                                      "--celeba", args.celeba, "--device", args.device, "--outdir",
+                                      os.path.join(tmp, outdir)]
                 sides = {"tutorial": lambda e: tutorial(e, f"t_{script}"),
                          "project": lambda e: project(e, f"p_{script}")}
                 for k, flags in enumerate(args.flags):
@@ -420,8 +398,8 @@ def main():
                 for side, command in sides.items():
                     # the same command for E and for 2E epochs: the difference is E epochs of the whole
                     # command as a user waits for it, start-up cancelled, every output included
-                    _, rss1, wall1, gpu1 = child(command(args.epochs))
-                    seconds, rss2, wall2, gpu2 = child(command(2 * args.epochs))
+                    _, rss1, wall1, gpu1 = child(*command(args.epochs))
+                    seconds, rss2, wall2, gpu2 = child(*command(2 * args.epochs))
                     r = results.setdefault((script, side), {"epoch_s": [], "whole_s": [], "rss": 0, "gpu": None})
                     r["epoch_s"] += seconds[1:]
                     r["whole_s"].append((wall2 - wall1) / args.epochs)

@@ -73,6 +73,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -84,6 +85,7 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 from common import quality  # noqa: E402
+from processes import Child  # noqa: E402
 
 common.device.deterministic_cublas()  # before the first product on the GPU (see there)
 
@@ -161,25 +163,41 @@ def needs(value, what):
 
 def run(report, command, env=None):
     """A command from the repository root, its output into the log; returns (exit code, output).
-    Past the deadline, the command and every process under it get SIGTERM (torchrun passes it on
-    to its workers; the scripts save and stop), then SIGKILL, and PastDeadline is raised."""
+    `python FILE ...` and `python -m pytest ...` start warm (benchmarks/processes.py: torch already
+    imported), torchrun as a command of its own. Past the deadline, the command and every process
+    under it get SIGTERM (torchrun passes it on to its workers; the scripts save and stop), then
+    SIGKILL, and PastDeadline is raised."""
     report.write("$ " + " ".join(map(str, command)))
-    p = subprocess.Popen([str(c) for c in command], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    command, env = [str(c) for c in command], {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if command[0] == sys.executable and command[1:3] == ["-m", "pytest"]:
+        import pytest
+        command = [sys.executable, os.path.join(os.path.dirname(pytest.__file__), "__main__.py")] + command[3:]
+    if command[0] == sys.executable and not command[1].startswith("-"):
+        p = Child(command[1], command[2:], env=env, merged=True)
+    else:
+        p = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True, env=env)
+    printed = []
+    reader = threading.Thread(target=lambda: printed.extend(p.stdout))
+    reader.start()
     try:
-        out, _ = p.communicate(timeout=max(1, report.deadline - time.monotonic()))
+        p.wait(timeout=max(1, report.deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        out = stop_all(p, GRACE_SECONDS)
+        stop_all(p, GRACE_SECONDS)
+        reader.join(GRACE_SECONDS)
+        out = "".join(printed)
         report.write(out + "(stopped: past the deadline)")
         raise PastDeadline(output=out) from None
+    reader.join()
+    out = "".join(printed)
     report.write(out + f"(exit {p.returncode})")
     return p.returncode, out
 
 
 def stop_all(p, grace):
-    """Stop p and every process under it: SIGTERM to p's process group, then, after grace seconds,
-    SIGKILL to the group and to each process under p (torchrun's workers start sessions of their
-    own, outside p's group). Returns what p had printed."""
+    """Stop p and every process under it: SIGTERM to p (to its process group, when it leads one),
+    then, after grace seconds, SIGKILL to each process under p (torchrun's workers start sessions
+    of their own, outside p's group) and to p."""
     def under(pid):  # (pid's descendants, read from /proc)
         parents = {}
         for entry in os.listdir("/proc"):
@@ -196,36 +214,33 @@ def stop_all(p, grace):
         return found
 
     processes = under(p.pid)
+    leads = os.getpgid(p.pid) == p.pid if p.poll() is None else False
     with contextlib.suppress(OSError):
-        os.killpg(p.pid, signal.SIGTERM)  # (torchrun passes it on to its workers)
-    try:
-        out, _ = p.communicate(timeout=grace)
-    except subprocess.TimeoutExpired:
-        out = None
-    for pid in processes + under(p.pid):  # (those SIGTERM did not end, p's group last)
+        (os.killpg if leads else os.kill)(p.pid, signal.SIGTERM)  # (torchrun passes it on to its workers)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        p.wait(timeout=grace)
+    for pid in processes + under(p.pid) + ([p.pid] if p.poll() is None else []):  # (those SIGTERM did not end)
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
-        os.killpg(p.pid, signal.SIGKILL)
-    if out is None:
-        try:
-            out, _ = p.communicate(timeout=grace)
-        except subprocess.TimeoutExpired:  # (something outside its reach still holds its output open)
-            p.kill()
-            out = ""
-    return out
+        if leads:
+            os.killpg(p.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        p.wait(timeout=grace)
 
 
 def in_process(report, *argv, iterate=None):
     """dcgan_celeba.py argv, run in this process (CUDA started once for all such runs; its output
     into the log): (exit code, what it printed). iterate: a DataLoader.__iter__ to run it with."""
-    from conftest import call
+    import dcgan_celeba
     report.write("(in this process) dcgan_celeba.py " + " ".join(map(str, argv)))
-    out, original = io.StringIO(), common.DataLoader.__iter__
+    out, original, code = io.StringIO(), common.DataLoader.__iter__, 0
     try:
         common.DataLoader.__iter__ = iterate or original
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = call("dcgan_celeba", *argv)
+            common.run_script(lambda: dcgan_celeba.main([str(a) for a in argv]))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
     finally:
         common.DataLoader.__iter__ = original
     report.write(out.getvalue() + f"(exit {code})")
@@ -241,20 +256,44 @@ def script(*argv, faults=(), torchrun=False):
     return launcher + target + list(argv)
 
 
+def tensors_in(obj):
+    """Every tensor in a loaded file (nested dicts, lists and tuples)."""
+    if torch.is_tensor(obj):
+        return [obj]
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []
+    return [t for v in values for t in tensors_in(v)]
+
+
 def on_cpu(obj):
     """Every tensor in obj (a loaded file) is a CPU tensor: the file loads on a machine without a GPU."""
-    from conftest import tensors_in
     return all(t.device.type == "cpu" for t in tensors_in(obj))
+
+
+def first_difference(a, b, path="checkpoint"):
+    """Where two loaded files first differ (a tensor's bits, a number, a key), or None."""
+    if type(a) is not type(b):
+        return path
+    if torch.is_tensor(a):
+        return None if a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) else path
+    if isinstance(a, dict):
+        keys = a.keys() == b.keys()
+        return next((d for k in a if (d := first_difference(a[k], b[k], f"{path}[{k!r}]"))), None) if keys else path
+    if isinstance(a, (list, tuple)):
+        same_length = len(a) == len(b)
+        return next((d for k, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{path}[{k}]"))),
+                    None) if same_length else path
+    return None if a == b else path
 
 
 def same_run(a, b):
     """Two run folders whose checkpoints and history.csv are equal, bit for bit: (True, '') or (False, why)."""
-    from conftest import assert_same
     try:
-        assert_same(torch.load(os.path.join(a, "checkpoint.pt"), weights_only=True),
-                    torch.load(os.path.join(b, "checkpoint.pt"), weights_only=True))
-    except (AssertionError, OSError) as e:
-        return False, f"checkpoints differ at {e}"
+        where = first_difference(torch.load(os.path.join(a, "checkpoint.pt"), weights_only=True),
+                                 torch.load(os.path.join(b, "checkpoint.pt"), weights_only=True))
+    except OSError as e:
+        return False, f"a checkpoint cannot be read ({e})"
+    if where:
+        return False, f"checkpoints differ at {where}"
     if open(os.path.join(a, "history.csv"), "rb").read() != open(os.path.join(b, "history.csv"), "rb").read():
         return False, "history.csv differs"
     return True, ""
@@ -307,15 +346,29 @@ def machine(choice, small):
 
 
 def data(tmp, n):
-    from bench import make_faces
-    faces = os.path.join(tmp, "faces")
-    make_faces(os.path.join(faces, "img_align_celeba"), n)
+    from synthetic import make_faces
+    faces = make_faces(os.path.join(tmp, "faces"), n)
     return True, f"{n} synthetic 178x218 JPEG faces", faces
+
+
+class Images(torch.utils.data.Dataset):
+    """uint8 images (N x C x H x W) served as PIL images through a transform, as torchvision's
+    datasets serve theirs."""
+
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, k):
+        from PIL import Image
+        pixels = self.images[k].permute(1, 2, 0).numpy()
+        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
 
 
 def pixel_table(device):
     import torchvision.transforms as T
-    from conftest import PILImages as Images
     differ = total = 0
     for channels, mean, std in [(1, (0.5,), (0.5,)), (3, (0.5,) * 3, (0.5,) * 3),
                                 (3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]:
@@ -375,15 +428,15 @@ def no_host_sync(report, device, faces, outdir, window):
             sync_debug("warn" if first <= i < last and self.epoch == 0 else 0)
             yield batch
         sync_debug(0)
-    draw_every = common.run.DRAW_EVERY
-    common.run.DRAW_EVERY = 10**9  # (no drawing inside the window: the pictures read the numbers)
+    draw_every = common.pictures.DRAW_EVERY
+    common.pictures.DRAW_EVERY = 10**9  # (no drawing inside the window: the pictures read the numbers)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             code, _ = in_process(report, "--dataroot", faces, "--batch-size", 32, "--epochs", 1, "--workers", 2,
                                  "--checkpoint-every", 10**6, "--outdir", outdir, iterate=watched)
     finally:
-        common.run.DRAW_EVERY = draw_every
+        common.pictures.DRAW_EVERY = draw_every
         sync_debug(0)
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     for s in syncs[:5]:
@@ -539,7 +592,7 @@ def collectives_in_a_world_of_one(device):
     return all(right.values()), f"{backend} " + ", ".join(f"{k}: {'ok' if v else 'WRONG'}" for k, v in right.items())
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--logdir", required=True, help="where gpu_check.log and gpu_check.md go")
     p.add_argument("--small", action="store_true", help="tiny sizes and a few tests: the CPU form CI runs")
@@ -547,8 +600,8 @@ def main():
     p.add_argument("--seconds", type=float, default=480,
                    help="a deadline: checks not done by then are marked cut, and the table still printed (exit 2 "
                         "if some were cut, 1 if any failed)")
-    args = p.parse_args()
-    report = Report(args.logdir, args.seconds)
+    args = p.parse_args(argv)
+    report, alarm = Report(args.logdir, args.seconds), signal.getsignal(signal.SIGALRM)
     tmp = tempfile.mkdtemp(prefix="gpu_check_")
     small = args.small
     size_args = ["--batch-size", 8, "--ngf", 8, "--ndf", 8, "--workers", 0] if small else \
@@ -573,6 +626,7 @@ def main():
         report.check("test suite", test_suite, report, device, small)
         report.check("opt-in flags together", opt_in_flags, report, device, faces, size_args, tmp, small)
     finally:
+        signal.signal(signal.SIGALRM, alarm)
         shutil.rmtree(tmp, ignore_errors=True)
         failed = [name for name, result, _, _ in report.rows if result == "FAIL"]
         cut = [name for name, result, _, _ in report.rows if result == "cut"]

@@ -34,8 +34,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-from conftest import write_idx_images, write_idx_labels  # noqa: E402
+sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
+from synthetic import make_digits, make_faces  # noqa: E402
 
 FACES, DIGITS = 202_599, 60_000
 OPEN_FILES = 1024  # a desktop's usual `ulimit -n`
@@ -44,57 +44,6 @@ OPEN_FILES = 1024  # a desktop's usual `ulimit -n`
 # ---------------------------------------------------------------------------------------------
 # The data, made once
 # ---------------------------------------------------------------------------------------------
-
-def make_face(folder, k):
-    """A 178x218 'face' whose JPEG is about the size of aligned CelebA's: smooth colour fields, an
-    oval, some texture and noise (quality 80)."""
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(k)
-    h, w = 218, 178
-    base = np.asarray(Image.fromarray(rng.integers(0, 256, (7, 6, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC))
-    texture = (rng.normal(0, 40, (28, 23, 3)) + 128).clip(0, 255).astype(np.uint8)
-    texture = np.asarray(Image.fromarray(texture).resize((w, h), Image.BICUBIC)).astype(np.float32) - 128
-    yy, xx = np.mgrid[:h, :w]
-    oval = ((yy - 110) / 70) ** 2 + ((xx - 89) / 55) ** 2 < 1
-    pixels = base + 0.5 * texture + oval[..., None] * rng.integers(-60, 60, 3) + rng.normal(0, 3, (h, w, 3))
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(os.path.join(folder, f"{k + 1:06d}.jpg"), quality=80)
-
-
-def make_faces(folder, n):
-    """n faces in <folder>/img_align_celeba/ (ImageFolder's layout), on every core; kept when there."""
-    images = os.path.join(folder, "img_align_celeba")
-    if os.path.isdir(images) and len(os.listdir(images)) >= n:
-        return
-    from multiprocessing import Pool
-    os.makedirs(images, exist_ok=True)
-    started = time.monotonic()
-    with Pool() as pool:
-        pool.starmap(make_face, [(images, k) for k in range(n)], chunksize=256)
-    print(f"made {n} faces in {time.monotonic() - started:.0f} s", flush=True)
-
-
-def make_digits(root, n):
-    """n synthetic 28x28 digits (strokes of a random pen) as MNIST's four files in <root>/MNIST/raw/."""
-    import numpy as np
-    raw = os.path.join(root, "MNIST", "raw")
-    if os.path.exists(os.path.join(raw, "train-images-idx3-ubyte")):
-        return
-    os.makedirs(raw, exist_ok=True)
-    rng = np.random.default_rng(0)
-    images = np.zeros((n, 28, 28), np.float32)
-    yy, xx = np.mgrid[:28, :28]
-    for k in range(n):
-        y, x = rng.uniform(8, 20, 2)
-        for _ in range(12):  # a random walk of a soft pen
-            y, x = np.clip(y + rng.normal(0, 1.5), 5, 22), np.clip(x + rng.normal(0, 1.5), 5, 22)
-            images[k] = np.maximum(images[k], np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 2.5))
-    images = (images * 255).astype(np.uint8)
-    labels = rng.integers(0, 10, n)
-    for split in ("train", "t10k"):  # (the tests' writers of the idx format)
-        write_idx_images(os.path.join(raw, f"{split}-images-idx3-ubyte"), images)
-        write_idx_labels(os.path.join(raw, f"{split}-labels-idx1-ubyte"), labels)
-
 
 # ---------------------------------------------------------------------------------------------
 # The floor of the first start: PIL on every core
@@ -127,36 +76,28 @@ def decoding_floor(folder):
 # ---------------------------------------------------------------------------------------------
 
 def child(script, argv):
-    import importlib
-    import common
-    from common import progress, run
+    """The script run as `python script argv` would run it, with the debug lines of common's logger
+    (each drawing, each save, the run ETA every 5 s) on stderr, each with the time it was said."""
+    import logging
+    import runpy
 
-    def say(*words):
-        os.write(2, ("@@ " + " ".join(map(str, words)) + f" t={time.monotonic():.3f}\n").encode())
-
-    real_draw, real_write, real_batch_done = run.Run.draw, run.write_checkpoint, progress.Progress.batch_done
-    last_eta = [0.0]
-
-    def draw(self, final=False):
-        started = time.monotonic()
-        real_draw(self, final)
-        say("draw", f"{time.monotonic() - started:.3f}", len(self.history), "final" if final else "")
-
-    def write_checkpoint(state, outdir, where):
-        started = time.monotonic()
-        real_write(state, outdir, where)
-        say("save", f"{time.monotonic() - started:.3f}", state["epoch"], state["iteration"])
-
-    def batch_done(self, batch):
-        real_batch_done(self, batch)
-        if self.batches_done == 1 or time.monotonic() - last_eta[0] >= 5:
-            last_eta[0] = time.monotonic()
-            say("batch", self.batches_done, f"eta={self.eta(batch + 1):.1f}")
-    run.Run.draw, run.write_checkpoint, progress.Progress.batch_done = draw, write_checkpoint, batch_done
+    class Stamped(logging.Formatter):
+        def format(self, record):
+            return f"@@ {record.getMessage()} t={time.monotonic():.3f}"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Stamped())
+    logger = logging.getLogger("common")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
     sys.argv = [script, *argv]
-    module = importlib.import_module(os.path.basename(script)[:-3])
-    say("imported")
-    common.run_script(lambda: module.main(argv))
+    sys.path.insert(0, ROOT)
+    runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+
+
+# What the debug lines say, each read into (kind, [its numbers])
+MARKS = {"draw": r"drew the pictures in ([\d.]+) s \((\d+) rows",
+         "save": r"saved checkpoint.pt in ([\d.]+) s \(epoch (\d+), iteration (\d+)\)",
+         "batch": r"(\d+) batches done; run ETA ([\d.]+) s"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,8 +124,10 @@ class Command:
             self.lines.append(line)
             self.log.write(line)
             if line.startswith("@@ "):
-                kind, *words = line[3:].split()
-                self.marks.append((kind, words[:-1], float(words[-1][2:])))
+                for kind, pattern in MARKS.items():
+                    said = re.search(pattern, line)
+                    if said:
+                        self.marks.append((kind, list(said.groups()), float(line.rsplit("t=", 1)[1])))
             if test(line):
                 return line
             if seconds is not None and time.monotonic() - self.started > seconds:
@@ -253,7 +196,8 @@ def celeba(args, rows, log):
 
     resumed = Command("dcgan_celeba.py", *tutorial[:-1], "--outdir", work, "--resume", log=log)
     line = resumed.read_until(lambda line: line.startswith("Resuming"))
-    resumed.read_until(lambda line: line.startswith("@@ batch") and int(line.split()[2]) >= 3)
+    resumed.read_until(lambda line: line.startswith("@@ ") and re.search(MARKS["batch"], line) is not None
+                       and int(re.search(MARKS["batch"], line)[1]) >= 3)
     code, _ = resumed.finish(signal.SIGINT)
     again = re.search(r"Stopped in epoch 1/5 after batch (\d+)", resumed.text())
     same = stopped and line and f"after batch {stopped[1]} of" in line
@@ -281,7 +225,7 @@ def rows_rate(rows):
 
 def training(rows, command, batches_per_epoch, epochs):
     """Images/s, drawings, saves and the ETA of a run watched for some minutes inside its first epoch."""
-    batches = [(int(w[0]), float(w[1][4:]), t) for w, t in command.marked("batch")]
+    batches = [(int(w[0]), float(w[1]), t) for w, t in command.marked("batch")]
     (b0, _, t0), (b1, _, t1) = batches[0], batches[-1]
     pace = (t1 - t0) / (b1 - b0)  # seconds a batch, drawings and saves included
     rows.append(("training (in memory)", f"{128 / pace:.0f} images/s over {(t1 - t0) / 60:.1f} minutes "

@@ -111,11 +111,12 @@ def load_checkpoint(outdir, script):
     return check_script(box[0], script, outdir)
 
 
-def load_generator(outdir, script, build_generator, device):
+def load_generator(outdir, script, build_generator, device, defaults):
     """(the trained generator of the run in outdir, its checkpoint), for --generate and --evaluate:
-    build_generator(settings) is the script's generator for the run's saved settings."""
+    build_generator(settings) is the script's generator for the run's saved settings; defaults
+    (args.math_defaults) stand in for the settings of flags added since the run was saved."""
     ckpt = load_checkpoint(outdir, script)
-    netG = build_generator(ckpt["settings"]).to(device)
+    netG = build_generator({**defaults, **ckpt["settings"]}).to(device)
     netG.load_state_dict(ckpt["netG"])
     return netG, ckpt
 

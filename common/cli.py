@@ -37,46 +37,25 @@ class ArgumentParser(argparse.ArgumentParser):
         return parsed
 
 
-def positive_int(text):
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
-    return value
+def number(convert, ok, must_be):
+    """A flag's type: convert(text) (int or float), refused in one sentence unless ok(value)."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {must_be}, got {text!r}")
+        return value
+    return parse
 
 
-def nonnegative_int(text):
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive whole number, got {text!r}")
-    return value
-
-
-def seed_number(text):
-    value = int(text) if text.isdigit() else None
-    if value is None or value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED} (the range every "
-                                         f"random generator used here accepts), got {text!r}")
-    return value
-
-
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def beta(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return value
+positive_int = number(int, lambda v: v > 0, "a positive whole number")
+nonnegative_int = number(int, lambda v: v >= 0, "0 or a positive whole number")
+seed_number = number(int, lambda v: 0 <= v <= MAX_SEED, f"a whole number from 0 to {MAX_SEED} (the range every "
+                                                        f"random generator used here accepts)")
+positive_float = number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+beta = number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def folder(text):
@@ -88,47 +67,46 @@ def folder(text):
 def add_common_args(parser, *, script, dataroot, epochs, batch_size, workers, seed, mnist=False):
     """The flags every script has; the defaults are each tutorial's own. mnist: also the flags of
     the sample-quality measure, which needs the reference digit classifier."""
-    def a(*names, changes_math=False, **kwargs):  # most of these only say where and how long
-        return parser.add_argument(*names, changes_math=changes_math, **kwargs)
-    a("--dataroot", type=folder, default=dataroot,
+    a = parser.add_argument  # (each flag that leaves the math as it is says so: changes_math=False)
+    a("--dataroot", changes_math=False, type=folder, default=dataroot,
       help="dataset folder (its contents are what a resume checks, not its path)")
-    a("--outdir", type=folder, default=os.path.join("output", script), help="output folder")
-    a("--epochs", type=positive_int, default=epochs, help="number of training epochs")
-    a("--batch-size", type=positive_int, default=batch_size, changes_math=True, help="images per batch")
-    a("--workers", type=nonnegative_int, default=workers,
+    a("--outdir", changes_math=False, type=folder, default=os.path.join("output", script), help="output folder")
+    a("--epochs", changes_math=False, type=positive_int, default=epochs, help="number of training epochs")
+    a("--batch-size", type=positive_int, default=batch_size, help="images per batch")
+    a("--workers", changes_math=False, type=nonnegative_int, default=workers,
       help="DataLoader worker processes that read and decode the images every epoch with --stream (the "
            "first decode of an image folder takes every core)")
-    a("--seed", type=seed_number, default=seed, changes_math=True,
+    a("--seed", type=seed_number, default=seed,
       help="random seed (with --generate: the seed of the noise)")
-    a("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+    a("--device", changes_math=False, choices=["auto", "cpu", "cuda", "mps"], default="auto",
       help="where to train: auto picks cuda, then mps, then the cpu")
-    a("--resume", action="store_true", help="continue the run in --outdir from its checkpoint.pt")
-    a("--overwrite", action="store_true",
+    a("--resume", changes_math=False, action="store_true", help="continue the run in --outdir from its checkpoint.pt")
+    a("--overwrite", changes_math=False, action="store_true",
       help="start a new run even if --outdir already holds one (the old run's files are deleted)")
-    a("--checkpoint-every", type=positive_int, default=500,
+    a("--checkpoint-every", changes_math=False, type=positive_int, default=500,
       help="also save checkpoint.pt every this many iterations (besides every epoch end)")
-    a("--generate", type=positive_int, metavar="N",
+    a("--generate", changes_math=False, type=positive_int, metavar="N",
       help="train nothing: write N images from the generator in <outdir>/checkpoint.pt")
-    a("--interpolate", action="store_true",
+    a("--interpolate", changes_math=False, action="store_true",
       help="with --generate: also write a walk through the latent space (grid and GIF)")
-    a("--stream", action="store_true",
+    a("--stream", changes_math=False, action="store_true",
       help="read images from disk every epoch, as the tutorial does, instead of holding the "
            "decoded dataset in memory (for datasets too big for memory; same results)")
-    a("--fake-data", type=positive_int, nargs="?", const=1024, metavar="N", changes_math=True,
+    a("--fake-data", type=positive_int, nargs="?", const=1024, metavar="N",
       help="train on N random images (default 1024) instead of a dataset: a smoke run that "
            "needs no download")
     if mnist:
-        a("--evaluate", type=positive_int, nargs="?", const=10_000, metavar="N",
+        a("--evaluate", changes_math=False, type=positive_int, nargs="?", const=10_000, metavar="N",
           help="train nothing: measure the samples of the run in --outdir (N generated against N real "
                "digits, default 10000): FD and the share of each digit, by a reference classifier")
-        a("--eval-every", type=positive_int, metavar="K",
+        a("--eval-every", changes_math=False, type=positive_int, metavar="K",
           help="during training, measure the samples every K epochs (quality.csv, quality.png)")
     # Opt-in speed-ups that change the numerics (a little), so they are off by default:
-    a("--amp", action="store_true", changes_math=True,
+    a("--amp", action="store_true",
       help="mixed precision: run the networks in bfloat16 autocast (D's last sigmoid and the losses "
            "stay in float32)")
-    a("--channels-last", action="store_true", changes_math=True,
+    a("--channels-last", action="store_true",
       help="channels-last memory format for the conv nets")
-    a("--compile", action="store_true", changes_math=True, help="torch.compile the networks (slow first iterations)")
-    a("--cudnn-benchmark", action="store_true",
+    a("--compile", action="store_true", help="torch.compile the networks (slow first iterations)")
+    a("--cudnn-benchmark", changes_math=False, action="store_true",
       help="let cuDNN pick the fastest kernels on a GPU: faster, but no longer bit-reproducible")

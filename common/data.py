@@ -121,8 +121,13 @@ class DataLoader:
                 self.dataset, batch_sampler=[order[i * bs:(i + 1) * bs].tolist() for i in range(self.start, nb)],
                 num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(self.seed + self.epoch))  # leaves the global RNG alone
-            for images, labels in loader:
-                yield self.to_device(images), labels
+            batches = iter(loader)
+            try:
+                for images, labels in batches:
+                    yield self.to_device(images), labels
+            except Exception as e:  # (raised in a worker, its traceback in its message: torch's frames here
+                del batches          # would keep the workers alive with it, and their late shutdown takes 5 s each)
+                raise e.with_traceback(None)
 
     def to_device(self, images):
         """A batch onto the device; uint8 pixels through ToTensor + Normalize there, as one lookup."""

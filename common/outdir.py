@@ -12,7 +12,6 @@ power cut), so a folder is never left locked; release() also removes .lock, and 
 if the command made it and wrote nothing there.
 """
 import contextlib
-import gc
 import os
 import re
 import shutil
@@ -25,16 +24,65 @@ try:
 except ImportError:
     fcntl = None
 
-# What a run writes into --outdir, by name; --overwrite deletes these of the old run and nothing
-# else (a file of the user's own, in samples/ say, stays).
-RUN_FILES = ["checkpoint.pt", "checkpoint.prev.pt", "checkpoint.pt.corrupt", "history.csv", "losses.png",
-             "scores.png", "progress.gif", "real_vs_fake.png", "training_images.png", "real_images.png",
-             "quality.csv", "quality.png", "evaluation.png", "evaluation.json"]
-RUN_FOLDERS = {"samples": r"epoch_\d+\.png",  # folder: the names of what the commands write into it
-               "generated/images": r"\d+\.png", "generated": r"grid\.png|interpolation\.(png|gif)",
-               "real": r"\d+\.png"}
+# Everything the commands write into --outdir, declared once, with what it is (<n> stands for a
+# number, <key> for a cache's key). --overwrite deletes these of an old run, and nothing else (a
+# file of the user's own, in samples/ say, stays); claim() removes what a command killed mid-write
+# left of them; output() refuses a name missing here; README's table lists them (a test checks).
+OUTPUTS = {
+    "checkpoint.pt": "everything needed to continue exactly: after every epoch, every --checkpoint-every "
+                     "iterations and on a stop",
+    "checkpoint.prev.pt": "the checkpoint before that one",
+    "checkpoint.pt.corrupt": "an unreadable checkpoint.pt, moved aside when --resume went on from the older copy",
+    "samples/epoch_<n>.png": "the generator's output on the fixed noise: before training, then after every epoch",
+    "real_images.png": "a batch of the training images, as the run starts (MNIST scripts)",
+    "training_images.png": "a batch of the training images, as the run starts (dcgan_celeba)",
+    "history.csv": "one row per iteration: epoch, iteration and the numbers the script records",
+    "losses.png": "the losses over the iterations, raw and smoothed, epochs marked",
+    "scores.png": "D(x) and D(G(z)) over the iterations (dcgan_celeba, gan_mnist)",
+    "progress.gif": "the sample grids in order, each labelled with its epoch",
+    "real_vs_fake.png": "real images beside the latest samples, as the run ends",
+    "quality.csv": "sample quality at every --eval-every measurement (MNIST scripts)",
+    "quality.png": "FD and the smallest digit share over the epochs (MNIST scripts)",
+    "evaluation.json": "one measurement of sample quality: --evaluate (MNIST scripts)",
+    "evaluation.png": "its digit shares as bars, FD in the title",
+    "generated/images/<n>.png": "--generate N: the N samples alone, for an FID tool",
+    "generated/grid.png": "--generate: the first 256 samples at most, as one grid",
+    "generated/interpolation.png": "--interpolate: a walk through the latent space, as a grid",
+    "generated/interpolation.gif": "--interpolate: the same walk, animated",
+    "real/<n>.png": "dcgan_celeba --export-real N: N training images as the training sees them"}
+# Kept by --overwrite: caches that hold no run, written here only where the dataset's folder cannot be
+CACHES = {
+    "image_cache_<key>.pt": "the decoded image folder (dcgan_celeba), valid for exactly its files",
+    "digit_classifier_<key>.pt": "the reference digit classifier (MNIST scripts), for exactly its digits",
+}
+LOCK = ".lock"  # while a command holds the folder: its process id
 # A file or folder being written is first named <name>.tmp<process id>[.ext] (see replaced_file)
 TEMPORARY = re.compile(r"(?P<name>.+)\.tmp(?P<pid>\d+)(\.\w+)?")
+
+
+def output(outdir, name):
+    """The path of the declared output `name` (see OUTPUTS) in outdir."""
+    if not any(matches(declared, name) for declared in {**OUTPUTS, **CACHES}):
+        raise ValueError(f"{name} is written into --outdir but not declared in common/outdir.py OUTPUTS")
+    return os.path.join(outdir, name)
+
+
+def matches(declared, name):
+    """Whether `name` is one of the names a declared name stands for ("samples/epoch_0003.png" is
+    one of "samples/epoch_<n>.png")."""
+    pattern = re.escape(declared).replace(re.escape("<n>"), r"\d+").replace(re.escape("<key>"), r"\w+")
+    return re.fullmatch(pattern, name) is not None
+
+
+def declared_in(names):
+    """{folder ("" for --outdir itself): the declared names in it} for these declared names (a
+    folder is a name in its parent: it is written whole too)."""
+    folders = {}
+    for declared in names:
+        parts = declared.split("/")
+        for depth in range(len(parts)):
+            folders.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
+    return folders
 
 
 class claim:
@@ -57,17 +105,16 @@ class claim:
         except OSError as e:
             self.release()
             raise UserError(f"--outdir {outdir} is not writable ({e.strerror}); choose another folder.") from None
-        # What a command stopped mid-write left here (no other command writes here while we hold it)
-        top = RUN_FILES + [folder for folder in RUN_FOLDERS if "/" not in folder]  # (a folder is written whole too)
-        remove_temporaries(outdir, "|".join(map(re.escape, top)), every=True)
-        for folder, names in RUN_FOLDERS.items():
+        # What a command stopped mid-write left here (no other command writes here while we hold it;
+        # a cache's temporaries may be another command's, decoding before it claims the folder)
+        for folder, names in declared_in(OUTPUTS).items():
             remove_temporaries(os.path.join(outdir, folder), names, every=True)
 
     def release(self):
         """Give the folder back: unlock, remove .lock, and the folder if this command made it empty."""
         if self.lock is not None:
             try:
-                os.remove(os.path.join(self.outdir, ".lock"))  # before unlocking: see lock_folder
+                os.remove(os.path.join(self.outdir, LOCK))  # before unlocking: see lock_folder
             except OSError:
                 pass
             self.lock.close()
@@ -87,7 +134,7 @@ def lock_folder(outdir):
     is refused in one sentence that names it."""
     if fcntl is None:
         return None
-    path = os.path.join(outdir, ".lock")
+    path = os.path.join(outdir, LOCK)
     for attempt in range(3):
         f = open(path, "a+")
         try:
@@ -96,9 +143,6 @@ def lock_folder(outdir):
             f.seek(0)
             holder = f.read().strip()
             f.close()
-            if holder == str(os.getpid()) and attempt == 0:
-                gc.collect()  # an earlier run in this same process (tests) whose lock is not yet freed
-                continue
             raise UserError(f"{outdir} is in use by another run" + (f" (process {holder})" if holder else "") +
                             "; wait for it to end, stop it, or choose another --outdir.") from None
         if not os.path.exists(path) or not os.path.samefile(path, f.fileno()):
@@ -120,20 +164,20 @@ def check_new_run(outdir, overwrite):
 
 
 def delete_old_run(outdir):
-    """--overwrite: the old run's files, its checkpoints (and their older copy) first, so that nothing
-    of it can mix with the new run or be taken for it. Only what the commands write, by name: other
-    files stay, and so does a folder that still holds some."""
-    for name in RUN_FILES:
-        if os.path.exists(os.path.join(outdir, name)):
-            os.remove(os.path.join(outdir, name))
-    for folder, names in RUN_FOLDERS.items():
+    """--overwrite: the old run's OUTPUTS, its checkpoints (and their older copy) first, so that
+    nothing of it can mix with the new run or be taken for it. Other files stay, and so does a
+    folder that still holds some."""
+    folders = declared_in(OUTPUTS)
+    for folder in sorted(folders, key=lambda f: (f != "", f.count("/"))):  # (the top first: the checkpoints)
         path = os.path.join(outdir, folder)
-        for entry in os.listdir(path) if os.path.isdir(path) else []:
-            if re.fullmatch(names, entry):
+        for entry in sorted(os.listdir(path), key=lambda e: not e.startswith("checkpoint")) \
+                if os.path.isdir(path) else []:
+            if os.path.isfile(os.path.join(path, entry)) and any(matches(n, entry) for n in folders[folder]):
                 os.remove(os.path.join(path, entry))
-    for folder in sorted(RUN_FOLDERS, reverse=True):  # (generated/images before generated)
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(outdir, folder))  # only if empty
+    for folder in sorted(folders, key=lambda f: -f.count("/")):  # (generated/images before generated)
+        if folder:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(outdir, folder))  # only if empty
 
 
 def temporary_name(path, ext=""):
@@ -143,12 +187,13 @@ def temporary_name(path, ext=""):
 
 def remove_temporaries(folder, names, every=False):
     """Remove what a command stopped mid-write left in folder (kill -9 or a power cut: no cleanup
-    ran): the temporary files and folders (see temporary_name) of the names that the regular
-    expression `names` matches, and nothing else. every: all of them (the folder is ours alone);
-    else only those of processes that are gone."""
+    ran): the temporary files and folders (see temporary_name) of the names that match one of the
+    patterns `names`, and nothing else. every: all of them (the folder is ours alone); else only
+    those of processes that are gone."""
     for entry in os.listdir(folder) if os.path.isdir(folder) else []:
         match = TEMPORARY.fullmatch(entry)
-        if not match or not re.fullmatch(names, match["name"]) or int(match["pid"]) == os.getpid():
+        if not match or not any(matches(n, match["name"]) for n in names) or \
+                int(match["pid"]) == os.getpid():
             continue
         if not every and process_exists(int(match["pid"])):
             continue

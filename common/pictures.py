@@ -1,5 +1,10 @@
-"""Pictures: sample grids, the progress GIF, loss and score plots, real beside fake, and the CSV files."""
+"""Pictures: what a run draws (class Pictures), and the drawing itself: sample grids, the progress
+GIF, loss and score plots, real beside fake, the quality plots and the CSV files."""
+import contextlib
+import logging
 import os
+import sys
+import time
 
 import imageio.v3 as iio
 import numpy as np
@@ -7,9 +12,101 @@ import torch
 import torchvision.utils as vutils
 from matplotlib.figure import Figure  # a figure drawn to files only: no window, nothing global (no pyplot)
 
-from .outdir import replaced_file
+from .errors import cannot_write, first_line
+from .outdir import output, replaced_file
 
+# The derived pictures are redrawn at most this often (seconds of wall time): drawing after every
+# epoch would cost a short-epoch run (gan_mnist: 0.4 s per epoch on a CPU) most of its time.
+DRAW_EVERY = 30
 LABEL_COLOURS = [(0, 0, 0), (255, 255, 0)]  # the epoch written on each GIF frame: yellow on black
+log = logging.getLogger("common")  # (debug lines: how long each drawing took, for benchmarks/rehearsal.py)
+
+
+class Pictures:
+    """What one run draws into --outdir (rank 0 only; elsewhere every call does nothing).
+
+        pictures = Pictures(outdir, real, nrow, losses, scores, frames, draws=rank == 0)
+        pictures.grid("samples/epoch_0001.png", fake, frame="epoch 1")  # a grid; frame: also the GIF's next
+        if pictures.due(): pictures.draw(history.columns, quality_rows)  # every DRAW_EVERY seconds
+        pictures.draw(history.columns, quality_rows, final=True)         # as the run ends
+
+    draw() writes history.csv (its new rows), losses.png, scores.png, quality.csv, quality.png,
+    progress.gif (when a frame is new) and, as the run ends, real_vs_fake.png. All of them are
+    derived from what the run holds, so none ever costs the run: one that cannot be written is a
+    warning, said once, and training goes on.
+    """
+
+    def __init__(self, outdir, real, nrow, losses, scores, frames=(), draws=True):
+        self.outdir, self.real, self.nrow, self.losses, self.scores = outdir, real, nrow, losses, scores
+        self.frames = list(frames)  # [name, label] of each frame of progress.gif so far (the checkpoint keeps them)
+        self.draws, self.fake, self.ending, self.failed = draws, None, False, set()
+        self.csv_rows = self.gif_frames = 0  # what history.csv and progress.gif hold, as this process wrote them
+        self.gif = GifFrames(palette_of(real, nrow)) if draws else None
+        self.drawn_at = time.monotonic()
+
+    def grid(self, name, images, frame=None):
+        """Write images as the grid <outdir>/name (once: one that fails is left out); frame: its
+        label, which makes it the next frame of progress.gif too (and its images the latest samples)."""
+        if not self.draws:
+            return
+        with self.safely(name, redrawn=False) as path:
+            save_grid(images, path, self.nrow)
+            if frame is not None:  # (a grid that could not be written is no frame)
+                self.frames.append([name, frame])
+                self.fake = images
+
+    def due(self):
+        return time.monotonic() - self.drawn_at >= DRAW_EVERY
+
+    def draw(self, columns, quality_rows=(), final=False):
+        """Everything derived from the history so far (columns: History.columns) and the quality
+        measurements. final: the run ends here (done, stopped or diverged): real beside fake too,
+        the tutorial's last figure (a dearer one than the others, and of the latest samples only)."""
+        started, self.ending = time.monotonic(), final
+        if not self.draws or not columns["epoch"]:
+            return
+        with self.safely("history.csv") as path:  # (the rows since the last time, appended; after a failure: all)
+            rows, self.csv_rows = self.csv_rows, 0
+            self.csv_rows = write_csv(columns, path, rows)
+        with self.safely("losses.png") as path:
+            plot_curves(columns, self.losses, path, "Generator and Discriminator Loss During Training", "loss")
+        if self.scores:
+            with self.safely("scores.png") as path:
+                plot_curves(columns, self.scores, path, "Discriminator outputs: D(x) on real, D(G(z)) on fake",
+                            "mean D output")
+        if quality_rows:
+            with self.safely("quality.csv") as path:
+                write_csv({k: [r[k] for r in quality_rows] for k in ("epoch", "FD", "smallest_share", "rarest_digit")},
+                          path)
+            with self.safely("quality.png") as path:
+                plot_over_epochs(quality_rows, path)
+        if len(self.frames) > self.gif_frames:  # (a new frame: once an epoch)
+            with self.safely("progress.gif") as path:
+                write_gif([os.path.join(self.outdir, name) for name, _ in self.frames], path, self.gif,
+                          [label for _, label in self.frames])
+                self.gif_frames = len(self.frames)
+        if final and self.fake is not None:
+            with self.safely("real_vs_fake.png") as path:
+                real_vs_fake(self.real, self.fake, path, self.nrow)
+        self.drawn_at = time.monotonic()
+        log.debug("drew the pictures in %.3f s (%d rows%s)", self.drawn_at - started, len(columns["epoch"]),
+                  ", final" if final else "")
+
+    @contextlib.contextmanager
+    def safely(self, name, redrawn=True):
+        """Around writing <outdir>/name: a failure costs a warning (said once), never the run (nor,
+        as it ends, its exit). redrawn: whether the next drawing writes it again."""
+        try:
+            yield output(self.outdir, name)
+        except Exception as e:  # (matplotlib, Pillow and imageio raise many kinds)
+            if name not in self.failed:
+                self.failed.add(name)
+                why = cannot_write(e) if isinstance(e, OSError) else f"({type(e).__name__}: {first_line(e)[:200]})"
+                after = ("the run ends without it." if self.ending else
+                         "training goes on, and it is drawn again later." if redrawn else
+                         "training goes on without it.")
+                from tqdm import tqdm
+                tqdm.write(f"warning: could not write {name} {why}; {after}", file=sys.stderr)
 
 
 def to_pixels(images):
@@ -65,7 +162,7 @@ class GifFrames:
     def frame(self, png, label=None):
         """The frame of one PNG, its label drawn on it: palette indices, H x W."""
         from PIL import Image, ImageDraw
-        key = (png, os.path.getmtime(png), label)
+        key = (png, label)  # (a frame's file is written once)
         if key not in self.frames:
             image = Image.open(png).convert("RGB")
             if label:
@@ -136,11 +233,13 @@ def plot_curves(history, names, path, title, ylabel):
     ax.set(title=title, ylabel=ylabel,
            xlabel="iterations (grey lines: epoch starts)" if marked else "epochs done")
     ax.legend()
-    save_figure(fig, path)
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.1, top=0.93)  # (tight_layout would take a third more)
+    save_figure(fig, path, tight=False)
 
 
-def save_figure(fig, path):
-    fig.tight_layout()
+def save_figure(fig, path, tight=True):
+    if tight:
+        fig.tight_layout()
     with replaced_file(path, ".png") as tmp:  # (every picture: the old one or the new one whole)
         fig.savefig(tmp)
 
@@ -168,9 +267,39 @@ def real_vs_fake(real, fake, path, nrow=8):
     axes = fig.subplots(1, 2)
     for ax, images, title in zip(axes, (real, fake), ("Real Images", "Fake Images")):
         grid = vutils.make_grid(to_pixels(images), nrow=nrow, padding=2)
-        ax.imshow(grid.permute(1, 2, 0).numpy())
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")  # (each pixel a square: and 4x faster)
         ax.set_title(title)
         ax.axis("off")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94, wspace=0.04)  # (no tight_layout: half the time)
+    with replaced_file(path, ".png") as tmp:
+        fig.savefig(tmp)
+
+
+def plot_shares(result, path, title):
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.bar(range(10), [100 * s for s in result["shares"]], color="tab:blue")
+    ax.axhline(10, color="grey", linewidth=0.8, linestyle="--", label="10 % each (no collapse)")
+    ax.set(xticks=range(10), xlabel="digit, as the reference classifier reads the samples", ylabel="% of samples",
+           title=f"{title}: FD {result['FD']:.2f}, smallest share {result['smallest_share']:.1%}\n"
+                 f"({result['n']} generated against {result['n_real']} real digits)")
+    ax.legend(loc="upper right")
+    save_figure(fig, path)
+
+
+def plot_over_epochs(rows, path):
+    """FD and the smallest digit share over the epochs of a run (--eval-every)."""
+    from matplotlib.ticker import MaxNLocator
+    fig = Figure(figsize=(11, 4))
+    a, b = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in rows]
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    a.plot(epochs, [r["FD"] for r in rows], marker="o")
+    a.set(xlabel="epoch", ylabel="FD (lower is better)", title="Frechet distance of classifier features")
+    b.plot(epochs, [100 * r["smallest_share"] for r in rows], marker="o", color="tab:orange")
+    b.axhline(10, color="grey", linewidth=0.8, linestyle="--")
+    b.set(xlabel="epoch", ylabel="% of samples", title="smallest digit share (10 % = no collapse)", ylim=(0, None))
     save_figure(fig, path)
 
 

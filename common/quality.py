@@ -29,7 +29,7 @@ from .checkpoints import atomic_save, load_generator, to_cpu
 from .device import bare, deterministic_algorithms
 from .errors import UserError, cannot_write
 from .outdir import claim, replaced_file
-from .pictures import save_figure
+from .pictures import plot_shares
 
 HELD_OUT = 2000  # the last 2,000 digits of the training split: never trained on, they measure accuracy
 TRAIN_MAX = 12000  # trained on at most the first 12,000 of the others (about a minute on 2 CPU cores)
@@ -169,7 +169,7 @@ def evaluate(script, args, build_generator, dataloader, device):
               f"measuring {dataloader.n} generated against {dataloader.n} real (FD depends on the number).")
         n = dataloader.n
     with claim(args.outdir):
-        netG, ckpt = load_generator(args.outdir, script, build_generator, device)
+        netG, ckpt = load_generator(args.outdir, script, build_generator, device, args.math_defaults)
         ref = reference(dataloader, [os.path.join(args.dataroot, "MNIST"), args.outdir], n)
         result = {"epoch": ckpt["epoch"], "iteration": ckpt["iteration"], "seed": args.seed,
                   **measure(netG, ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"]), ref, n, args.seed)}
@@ -212,36 +212,6 @@ def line(result):
     shares = "  ".join(f"{d}: {s:.1%}" for d, s in enumerate(result["shares"]))
     return (f"FD {result['FD']:.3f}  smallest share {result['smallest_share']:.1%} (digit {result['rarest_digit']})"
             f"  shares  {shares}")
-
-
-def plot_shares(result, path, title):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    ax.bar(range(10), [100 * s for s in result["shares"]], color="tab:blue")
-    ax.axhline(10, color="grey", linewidth=0.8, linestyle="--", label="10 % each (no collapse)")
-    ax.set(xticks=range(10), xlabel="digit, as the reference classifier reads the samples", ylabel="% of samples",
-           title=f"{title}: FD {result['FD']:.2f}, smallest share {result['smallest_share']:.1%}\n"
-                 f"({result['n']} generated against {result['n_real']} real digits)")
-    ax.legend(loc="upper right")
-    save_figure(fig, path)
-
-
-def plot_over_epochs(rows, path):
-    """FD and the smallest digit share over the epochs of a run (--eval-every)."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-    fig = Figure(figsize=(11, 4))
-    a, b = fig.subplots(1, 2)
-    epochs = [r["epoch"] for r in rows]
-    for ax in (a, b):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    a.plot(epochs, [r["FD"] for r in rows], marker="o")
-    a.set(xlabel="epoch", ylabel="FD (lower is better)", title="Frechet distance of classifier features")
-    b.plot(epochs, [100 * r["smallest_share"] for r in rows], marker="o", color="tab:orange")
-    b.axhline(10, color="grey", linewidth=0.8, linestyle="--")
-    b.set(xlabel="epoch", ylabel="% of samples", title="smallest digit share (10 % = no collapse)", ylim=(0, None))
-    save_figure(fig, path)
 
 
 def write_json(result, path):

@@ -1,5 +1,6 @@
-"""Run: the record of one training run, and the bookkeeping that follows from what the script
-tells it. Not a trainer: the loop, the models and every backward() / step() stay in the script.
+"""Run: the record of one training run (its folder, settings, position, history and checkpoints),
+and the bookkeeping that follows from what the script tells it. Not a trainer: the loop, the
+models and every backward() / step() stay in the script.
 
     run = common.Run("dcgan_celeba", args, netG, netD, optimizerG, optimizerD, fixed_noise,
                      dataloader, losses=[...], scores=[...])  # --outdir claimed; --resume restores all
@@ -11,62 +12,51 @@ tells it. Not a trainer: the loop, the models and every backward() / step() stay
         run.end_epoch(netG(fixed_noise))            # grid, checkpoint, pictures, the epoch's line
     run.finish()
 
-What lands in --outdir, and when:
-  samples/epoch_NNNN.png, checkpoint.pt   after every epoch (checkpoint.pt also every
-                                          --checkpoint-every iterations, and on a stop)
-  history.csv, losses.png, scores.png,    the derived pictures: after the first iteration that
-  progress.gif, quality.csv, quality.png  ends DRAW_EVERY seconds after the last drawing (inside
-                                          an epoch too), after the first epoch, and always when
-                                          the run ends, stops or diverges (progress.gif only when
-                                          a new epoch's samples are there)
-  real_vs_fake.png                        when the run ends, stops or diverges (its last samples)
-
-Each piece it uses reads alone: outdir (the folder's lock), history (the numbers, kept on the
-device), signals (Ctrl-C and SIGTERM), progress (the bar and the ETA), checkpoints, pictures.
+What lands in --outdir, and when: common/outdir.py, OUTPUTS. The pictures are drawn by
+common/pictures.py, Pictures. Each piece it uses reads alone: outdir (the folder's lock), history
+(the numbers, kept on the device), signals (Ctrl-C and SIGTERM), progress (the bar and the ETA),
+checkpoints, pictures.
 """
-import contextlib
 import functools
+import logging
 import os
-import re
 import sys
 import time
 
 import torch
 
-from . import pictures, quality
+from . import quality
 from .checkpoints import check_settings, load_checkpoint, rng_states, set_rng_states, write_checkpoint
 from .data import what_changed
 from .device import bare, data_parallel_gpus, peak_gpu_memory, rank_and_world, what_the_bits_depend_on
-from .errors import Diverged, UserError, cannot_write, first_line
+from .errors import Diverged
 from .history import History, watch_for_nan
-from .outdir import RUN_FOLDERS, check_new_run, claim, delete_old_run
-from .pictures import plural
+from .outdir import check_new_run, claim, delete_old_run
+from .pictures import Pictures, plural
 from .progress import Progress, clock
 from .signals import StopSignals, agree, continue_command
 
-# The derived pictures are redrawn at most this often (seconds of wall time): drawing after every
-# epoch would cost a short-epoch run (gan_mnist: 0.4 s per epoch on a CPU) most of its time.
-DRAW_EVERY = 30
 # Under torchrun the processes agree on a stop (and on a divergence) every this many iterations,
 # and at every save: one small collective and a host sync each time.
 AGREE_EVERY = 10
+log = logging.getLogger("common")  # (debug lines: how long each save took, for benchmarks/rehearsal.py)
 
 
 def closes_on_error(method):
-    """An unexpected error inside the run's bookkeeping still closes the run (the pictures brought
-    up to date, the folder and the Ctrl-C / SIGTERM handlers given back) before it travels on."""
+    """Whatever ends the run inside its bookkeeping (a stop, a divergence, a full disk, a bug) closes
+    it on the way out: see Run.close."""
     @functools.wraps(method)
     def closing(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except BaseException:
-            self.close()
+        except BaseException as e:
+            self.close(together=isinstance(e, (Diverged, SystemExit)))  # (a stop or a divergence: every process)
             raise
     return closing
 
 
 class Run:
-    """One run's folder, settings, history, position and pictures.
+    """One run's folder, settings, history and position.
 
     script: the script's name (recorded in the checkpoint); args: its parsed flags; the two nets,
     their optimizers, the fixed noise and the dataloader, as the script made them; losses,
@@ -78,7 +68,7 @@ class Run:
                  losses, scores=(), nrow=8, real_grid="real_images.png"):
         self.script, self.args, self.outdir = script, args, args.outdir
         self.nets, self.dataloader = (netG, netD, optimizerG, optimizerD), dataloader
-        self.losses, self.scores, self.nrow, self.real_grid = list(losses), list(scores), nrow, real_grid
+        self.losses, self.scores = list(losses), list(scores)
         self.device, self.batches = fixed_noise.device, len(dataloader)
         self.rank, self.world = rank_and_world()
         # What is computed: the flags that change the math, and what the script made of them (the
@@ -87,49 +77,45 @@ class Run:
         self.settings.update(data=dataloader.id, processes=self.world, data_parallel_gpus=data_parallel_gpus(netD))
         self.defaults = {**args.math_defaults, "processes": 1, "data_parallel_gpus": 1}
         self.machine = what_the_bits_depend_on(self.device, deterministic=not args.cudnn_benchmark)
-        self.real = dataloader.first_images(len(fixed_noise))
-        self.image_shape = tuple(self.real.shape[1:])
+        real = dataloader.first_images(len(fixed_noise))
+        self.image_shape = tuple(real.shape[1:])
         # Where the run is, and what it has recorded (restore() sets these on --resume)
         self.first_epoch = self.first_batch = self.epoch = self.batch = self.iterations = 0
-        self.history, self.quality_rows, self.fake = History(self.losses + self.scores), [], None
+        self.history, self.quality_rows, frames = History(self.losses + self.scores), [], []
         self.stopping, self.closed, self.signals, self.progress = None, False, None, None
-        self.not_drawn = set()  # the pictures that could not be written (each said once)
-        self.drawn = {}  # what the pictures that change less often than the history show now
         self.folder = claim(self.outdir) if self.rank == 0 else None  # one command at a time in --outdir
         try:
             if args.resume:
-                fixed_noise = self.restore()  # the saved one
+                fixed_noise, frames = self.restore()  # (the saved ones)
             elif self.rank == 0:
                 check_new_run(self.outdir, args.overwrite)
             self.fixed_noise = fixed_noise
-            self.reference = self.quality_reference() if getattr(args, "eval_every", None) else None
+            self.pictures = Pictures(self.outdir, real, nrow, self.losses, self.scores, frames, draws=self.rank == 0)
             if not args.resume:
-                self.begin()
+                self.begin(real, real_grid)
+            self.reference = self.quality_reference() if getattr(args, "eval_every", None) else None
             self.nan_seen = watch_for_nan(netD, self.device)
-            self.gif = pictures.GifFrames(pictures.palette_of(self.real, nrow))
             self.signals = StopSignals()  # from here, Ctrl-C and SIGTERM save and stop
         except BaseException:
-            self.release()
+            self.close(draw=False)
             raise
-        self.progress = Progress(args.epochs, self.batches, dataloader.batch_size, dataloader.n, DRAW_EVERY)
-        self.drawn_at = time.monotonic()
+        self.progress = Progress(args.epochs, self.batches, dataloader.batch_size, dataloader.n)
 
-    def begin(self):
-        """A new run: the old one deleted with --overwrite; the real images and epoch 0 written."""
+    def begin(self, real, real_grid):
+        """A new run: the old one deleted with --overwrite; the real images and epoch 0 drawn."""
         if self.rank == 0:
             if self.args.overwrite:
                 delete_old_run(self.outdir)
             os.makedirs(os.path.join(self.outdir, "samples"), exist_ok=True)
-            with self.picture(self.real_grid, redrawn=False) as path:
-                pictures.save_grid(self.real, path, self.nrow)
             with torch.no_grad():  # (the bare G: DDP's wrapper is for all processes at once)
-                fake = self.as_images(bare(self.nets[0])(self.fixed_noise))
-            with self.picture(sample_name(0), redrawn=False) as path:
-                pictures.save_grid(fake, path, self.nrow)
+                fake = self.as_images(bare(self.nets[0])(self.fixed_noise)).cpu()
+            self.pictures.grid(real_grid, real)
+            self.pictures.grid(sample_name(0), fake, frame="epoch 0")
 
     def restore(self):
-        """--resume: both nets and optimizers, the position, the fixed noise, the history and every
-        RNG state, after checking that no setting that changes the math differs."""
+        """--resume: both nets and optimizers, the position, the history and every RNG state, after
+        checking that no setting that changes the math differs. Returns the saved fixed noise and
+        the frames of progress.gif so far."""
         ckpt = load_checkpoint(self.outdir, self.script)
         check_settings(ckpt["settings"], self.settings, self.defaults,
                        explain={"data": lambda: what_changed(ckpt.get("data_files"), self.dataloader.files)})
@@ -155,7 +141,9 @@ class Run:
                   f"nothing to do. Give a larger --epochs to train on.")
         else:
             print(f"Resuming {self.position(self.first_epoch, self.first_batch)}")
-        return ckpt["fixed_noise"].to(self.device)
+        # (checkpoints written before they kept the frames: one per epoch)
+        frames = ckpt.get("frames") or [[sample_name(e), f"epoch {e}"] for e in range(self.first_epoch + 1)]
+        return ckpt["fixed_noise"].to(self.device), frames
 
     def quality_reference(self):
         """--eval-every: the reference classifier and the real digits' features (common/quality.py)."""
@@ -187,22 +175,16 @@ class Run:
         self.history.add(self.epoch, i, values, also_bad=self.nan_seen)
         self.batch, self.iterations = i + 1, self.iterations + 1
         self.progress.batch_done(i)
-        # (after the epoch's last batch end_epoch() saves at once: no save of its own there)
-        save_due = self.iterations % self.args.checkpoint_every == 0 and self.batch < self.batches
-        if self.world == 1:
-            self.stopping = self.signals.signum
-        elif self.iterations % AGREE_EVERY == 0 or save_due:
-            self.agree()
-        stop_now = self.stopping is not None and self.batch < self.batches  # (at the last batch: end_epoch)
-        if save_due or stop_now:
-            self.save(self.epoch, self.batch)
-        if save_due and not stop_now and not self.progress.on_terminal() and self.rank == 0:  # (a log has no bar)
-            self.log(f"checkpoint.pt saved {self.position(self.epoch, self.batch)}; "
-                     f"run ETA {clock(self.progress.eta(self.batch))}")
-        if stop_now:
-            self.exit_after_stop(self.epoch, self.batch)
-        if time.monotonic() - self.drawn_at >= DRAW_EVERY:
-            self.flush()
+        if self.batch < self.batches:  # (after an epoch's last batch end_epoch saves, and stops, at once)
+            save_due = self.iterations % self.args.checkpoint_every == 0
+            if self.stop_asked(now=save_due) or save_due:
+                self.save(self.epoch, self.batch)
+            if self.stopping is not None:
+                self.stop(self.epoch, self.batch)
+            if save_due and not self.progress.on_terminal() and self.rank == 0:  # (a log file has no bar)
+                self.log(f"checkpoint.pt saved {self.position(self.epoch, self.batch)}; "
+                         f"run ETA {clock(self.progress.eta(self.batch))}")
+        if self.pictures.due():
             self.draw()
         return self.iterations
 
@@ -212,44 +194,37 @@ class Run:
         a checkpoint, redraws the pictures when due, prints the epoch's line."""
         seconds, rate = self.progress.epoch_time()  # the training's own time, before the work of the epoch's end
         self.flush()  # a divergence ends the run here, before a grid of it is drawn
-        if self.world == 1:
-            self.stopping = self.signals.signum
-        else:
-            self.agree()
-        self.fake = self.as_images(fake).detach().cpu()
-        if self.rank == 0:
-            with self.picture(sample_name(self.epoch + 1), redrawn=False) as path:
-                pictures.save_grid(self.fake, path, self.nrow)
-        if self.reference and (self.epoch + 1) % self.args.eval_every == 0:
+        stopping, done = self.stop_asked(now=True), self.epoch + 1
+        self.pictures.grid(sample_name(done), self.as_images(fake).detach().cpu(), frame=f"epoch {done}")
+        if self.reference and done % self.args.eval_every == 0:
             measured = quality.measure(self.nets[0], self.fixed_noise.shape[1:], self.image_shape, self.reference,
                                        self.reference[2], self.args.seed)
-            row = {"epoch": self.epoch + 1, **measured}
+            row = {"epoch": done, **measured}
             self.quality_rows.append(row)
-            self.log(f"epoch {self.epoch + 1} quality: {quality.line(row)}")
-        self.save(self.epoch + 1, 0)
-        ending = self.epoch + 1 == self.args.epochs or self.stopping is not None  # (then close() draws them, at once)
-        if (time.monotonic() - self.drawn_at >= DRAW_EVERY or self.epoch == self.first_epoch) and not ending:
-            self.draw()  # (also after the first epoch: the pictures appear early, and the ETA learns their cost)
+            self.log(f"epoch {done} quality: {quality.line(row)}")
+        self.save(done, 0)
+        ending = done == self.args.epochs or stopping  # (then close() draws them, at once)
+        if (self.pictures.due() or self.epoch == self.first_epoch) and not ending:
+            self.draw()  # (also after the first epoch: the pictures appear early)
         self.progress.end_epoch()
-        self.log(f"epoch {self.epoch + 1}/{self.args.epochs} done in {seconds:.2f} s ({rate:.0f} img/s); "
+        self.log(f"epoch {done}/{self.args.epochs} done in {seconds:.2f} s ({rate:.0f} img/s); "
                  f"run ETA {clock(self.progress.eta(self.batches))}")
-        if self.stopping is not None and self.epoch + 1 < self.args.epochs:  # after the last one: finish
-            self.exit_after_stop(self.epoch + 1, 0)
+        if stopping and done < self.args.epochs:  # (after the last one: finish)
+            self.stop(done, 0)
 
     @closes_on_error
     def finish(self):
         """The last epoch is done: the pictures drawn whole, a summary line, the folder given back."""
-        if self.first_epoch < self.args.epochs:
+        trained = self.first_epoch < self.args.epochs  # (a resume of a finished run leaves everything as it was)
+        if trained:
             self.flush()
-            self.close()
-            if self.rank == 0:
-                last = ", ".join(f"{n} {self.history.columns[n][-1]:.4f}" for n in self.losses) \
-                    if self.history.columns["epoch"] else "no iterations"
-                gpu = f"; peak GPU memory {peak_gpu_memory(self.device):.0f} MiB" if self.device.type == "cuda" else ""
-                print(f"Done in {clock(time.monotonic() - self.progress.started)}; final {last}{gpu}. Outputs in "
-                      f"{self.outdir}/: samples/, progress.gif, losses.png, history.csv, checkpoint.pt and the "
-                      f"figures.")
-        self.release()
+        self.close(draw=trained, together=True)
+        if trained and self.rank == 0:
+            last = ", ".join(f"{n} {self.history.columns[n][-1]:.4f}" for n in self.losses) \
+                if self.history.columns["epoch"] else "no iterations"
+            gpu = f"; peak GPU memory {peak_gpu_memory(self.device):.0f} MiB" if self.device.type == "cuda" else ""
+            print(f"Done in {clock(time.monotonic() - self.progress.started)}; final {last}{gpu}. Outputs in "
+                  f"{self.outdir}/: samples/, progress.gif, losses.png, history.csv, checkpoint.pt and the figures.")
 
     def log(self, line, file=None):
         """print() that keeps the progress bar intact."""
@@ -272,18 +247,22 @@ class Run:
         if bad and self.world == 1:
             self.diverged(bad)
 
-    def agree(self):
-        """torchrun: the processes agree on a stop and on a divergence (any one's counts for all)."""
-        bad = self.history.flush()
-        stop, diverged = agree(self.device, self.signals.signum or 0, self.nan_seen | (bad is not None))
-        if diverged:
-            self.diverged(bad)
-        if stop:
-            self.stopping = int(stop)
+    def stop_asked(self, now=False):
+        """Whether Ctrl-C or SIGTERM asked the run to stop. Under torchrun: whether one asked any
+        process (or any diverged), agreed every AGREE_EVERY iterations and when `now`, so that all
+        of them stop at the same iteration."""
+        if self.world == 1:
+            self.stopping = self.signals.signum
+        elif now or self.iterations % AGREE_EVERY == 0:
+            bad = self.history.flush()
+            stop, diverged = agree(self.device, self.signals.signum or 0, self.nan_seen | (bad is not None))
+            if diverged:
+                self.diverged(bad)
+            if stop:
+                self.stopping = int(stop)
+        return self.stopping is not None
 
     def diverged(self, bad):
-        self.close()
-        self.wait_for_rank_0()
         where = f"in batch {bad[1] + 1} of {self.batches} of epoch {bad[0] + 1}/{self.args.epochs}" if bad \
             else "in another process"
         raise Diverged(f"training diverged: a loss or D's output became NaN or infinite {where}; the last "
@@ -300,108 +279,47 @@ class Run:
             "epoch": epoch, "iteration": iteration, "fixed_noise": self.fixed_noise,
             "history": self.history.tensors(), "rng": rng_states(), "settings": self.settings, "script": self.script,
             "image_shape": list(self.image_shape), "quality": self.quality_rows, "machine": self.machine,
-            "data_files": self.dataloader.files}
-        try:
-            write_checkpoint(state, self.outdir, self.position(epoch, iteration))
-        except UserError:  # (rank 0's disk is full: the one that writes)
-            self.close()
-            raise
-        except Diverged:  # (the weights are the same in every process: all of them stop here)
-            self.close()
-            self.wait_for_rank_0()
-            raise
+            "data_files": self.dataloader.files, "frames": self.pictures.frames}
+        started = time.monotonic()
+        write_checkpoint(state, self.outdir, self.position(epoch, iteration))
+        log.debug("saved checkpoint.pt in %.3f s (epoch %d, iteration %d)", time.monotonic() - started, epoch,
+                  iteration)
 
-    def draw(self, final=False):
-        """Rewrite the derived pictures and history.csv from the history so far (rank 0). final:
-        the run ends here (done, stopped or diverged): real beside fake too, the tutorial's last
-        figure (a dearer one than the others, and of the last samples only)."""
-        self.drawn_at = time.monotonic()
-        if self.rank != 0 or (not self.history.columns["epoch"] and self.fake is None):
-            return
-        columns = self.history.columns
-        with self.picture("history.csv") as path:  # (the rows since the last time, appended; after a failure: all)
-            self.drawn["history.csv"] = pictures.write_csv(columns, path, self.drawn.pop("history.csv", 0))
-        with self.picture("losses.png") as path:
-            pictures.plot_curves(columns, self.losses, path, "Generator and Discriminator Loss During Training", "loss")
-        if self.scores:
-            with self.picture("scores.png") as path:
-                pictures.plot_curves(columns, self.scores, path, "Discriminator outputs: D(x) on real, D(G(z)) on fake",
-                                     "mean D output")
-        if self.fake is not None and final:
-            with self.picture("real_vs_fake.png") as path:
-                pictures.real_vs_fake(self.real, self.fake, path, self.nrow)
-        if self.quality_rows:
-            with self.picture("quality.csv") as path:
-                pictures.write_csv({k: [r[k] for r in self.quality_rows]
-                                    for k in ("epoch", "FD", "smallest_share", "rarest_digit")}, path)
-            with self.picture("quality.png") as path:
-                quality.plot_over_epochs(self.quality_rows, path)
-        gif_started, written = time.monotonic(), None
-        with self.picture("progress.gif") as path:  # (when there are new samples: once an epoch)
-            folder = os.path.join(self.outdir, "samples")
-            pngs = sorted(f for f in os.listdir(folder) if re.fullmatch(RUN_FOLDERS["samples"], f))
-            frames = [(f, os.path.getmtime(os.path.join(folder, f))) for f in pngs]
-            if pngs and self.drawn.get("progress.gif") != frames:
-                pictures.write_gif([os.path.join(folder, f) for f in pngs], path, self.gif,
-                                   [f"epoch {int(f[6:10])}" for f in pngs])
-                self.drawn["progress.gif"], written = frames, len(frames)
-        now = time.monotonic()
-        self.progress.drawn(now - self.drawn_at, now - gif_started if written else 0.0, written)
-        self.drawn_at = now
+    def draw(self):
+        self.flush()
+        self.pictures.draw(self.history.columns, self.quality_rows)
 
-    @contextlib.contextmanager
-    def picture(self, name, redrawn=True):
-        """Around writing one of the pictures (or history.csv) as <outdir>/name: they are derived
-        from what the run holds, and most are drawn again at the next drawing (redrawn), so one that
-        cannot be written costs a warning (said once), never the run (nor, as it ends, its exit)."""
-        try:
-            yield os.path.join(self.outdir, name)
-        except Exception as e:  # (matplotlib, Pillow and imageio raise many kinds)
-            if name not in self.not_drawn:
-                self.not_drawn.add(name)
-                why = cannot_write(e) if isinstance(e, OSError) else f"({type(e).__name__}: {first_line(e)[:200]})"
-                after = ("the run ends without it." if self.closed else  # (close(): the last drawing)
-                         "training goes on, and it is drawn again later." if redrawn else
-                         "training goes on without it.")
-                self.log(f"warning: could not write {name} {why}; {after}", file=sys.stderr)
-
-    def exit_after_stop(self, epoch, i):
-        """Ctrl-C or SIGTERM: the checkpoint is saved; say how to continue (before the pictures are
-        brought up to date: a Ctrl-C now quits at once), and exit 128 + signal."""
+    def stop(self, epoch, batch):
+        """Ctrl-C or SIGTERM, saved at (epoch, batch): say how to continue (before the pictures are
+        brought up to date: a Ctrl-C now quits at once), and exit 128 + the signal."""
         if self.rank == 0:
-            print(f"Stopped {self.position(epoch, i)}; saved {os.path.join(self.outdir, 'checkpoint.pt')}. "
+            print(f"Stopped {self.position(epoch, batch)}; saved {os.path.join(self.outdir, 'checkpoint.pt')}. "
                   f"Continue with: {continue_command(self.world)}", file=sys.stderr, flush=True)
-        self.close()
-        self.wait_for_rank_0()
         sys.exit(128 + self.stopping)
 
-    def wait_for_rank_0(self):
-        """torchrun ends every process once one exits: the others wait until rank 0 has drawn."""
-        if self.world > 1:
-            import torch.distributed as dist
-            dist.barrier()
-
-    def close(self):
-        """Bring the pictures up to the last good iteration (also when training diverged), and give
-        the folder and the signals back. The signals first: everything is saved by now, so a Ctrl-C
-        while the pictures are redrawn quits at once."""
+    def close(self, draw=True, together=False):
+        """The one way out of a run, however it ends. The signals are given back first (everything
+        is saved by now, so a Ctrl-C while the pictures are redrawn quits at once); draw: the
+        pictures brought up to the last good iteration (also when training diverged); the folder
+        is given back. together: every process leaves here (done, stopped, diverged), and under
+        torchrun, which ends them all once one exits, the others wait until rank 0 has drawn."""
         if self.closed:
             return
         self.closed = True
-        if self.signals is not None:
-            self.signals.restore()
         try:
-            self.progress.close()
-            self.history.flush()
-            self.draw(final=True)
+            if self.signals is not None:
+                self.signals.restore()
+            if self.progress is not None:
+                self.progress.close()
+                if draw:
+                    self.history.flush()
+                    self.pictures.draw(self.history.columns, self.quality_rows, final=True)
         finally:
-            self.release()
-
-    def release(self):
-        if self.signals is not None:
-            self.signals.restore()
-        if self.folder is not None:
-            self.folder.release()
+            if self.folder is not None:
+                self.folder.release()
+            if together and self.world > 1:
+                import torch.distributed as dist
+                dist.barrier()
 
     # -----------------------------------------------------------------------------------------
 
@@ -418,4 +336,4 @@ class Run:
 
 
 def sample_name(epoch):
-    return os.path.join("samples", f"epoch_{epoch:04d}.png")
+    return f"samples/epoch_{epoch:04d}.png"

@@ -14,6 +14,7 @@ import torchvision.utils as vutils
 from . import pictures
 from .checkpoints import load_generator
 from .outdir import claim, replaced_folder
+from .signals import signals_held
 
 BATCH = 500  # images per generator forward: memory does not grow with N
 GRID_MAX = 256  # grid.png shows at most this many images, whatever N is
@@ -33,7 +34,7 @@ def generate(script, args, build_generator, device):
     generator for the run's settings. Writes into <outdir>/generated/, which holds this command's
     images only (what an earlier --generate wrote there is deleted first)."""
     with claim(args.outdir):
-        netG, ckpt = load_generator(args.outdir, script, build_generator, device)
+        netG, ckpt = load_generator(args.outdir, script, build_generator, device, args.math_defaults)
         noise_shape, image_shape = ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"])
         folder = os.path.join(args.outdir, "generated")
         with replaced_folder(folder) as tmp:
@@ -53,18 +54,22 @@ def write_images(netG, noise_shape, image_shape, n, seed, folder):
     grid = []
     bar = tqdm(total=n, unit="img", desc="generating", leave=False, disable=not sys.stderr.isatty())
     # PNG compression releases the GIL: a few threads write while the generator computes.
-    with ThreadPoolExecutor(max_workers=4) as writers, torch.no_grad():
-        pending = []
-        for start, z in noise_batches(n, noise_shape, seed, device):
-            images = netG(z).reshape(-1, *image_shape).cpu()
-            if start < GRID_MAX:
-                grid.append(images[:GRID_MAX - start])
-            pending.append(writers.submit(save_pngs, images, os.path.join(folder, "images"), start))
-            if len(pending) > 4:  # at most a few batches in memory: wait for the oldest
-                pending.pop(0).result()
-            bar.update(len(images))
+    writers, pending = ThreadPoolExecutor(max_workers=4), []
+    try:
+        with torch.no_grad():
+            for start, z in noise_batches(n, noise_shape, seed, device):
+                images = netG(z).reshape(-1, *image_shape).cpu()
+                if start < GRID_MAX:
+                    grid.append(images[:GRID_MAX - start])
+                pending.append(writers.submit(save_pngs, images, os.path.join(folder, "images"), start))
+                if len(pending) > 4:  # at most a few batches in memory: wait for the oldest
+                    pending.pop(0).result()
+                bar.update(len(images))
         for f in pending:
             f.result()
+    finally:  # (on a Ctrl-C too, held until it is done: no writer may go on into a folder being removed)
+        with signals_held():
+            writers.shutdown(wait=True, cancel_futures=True)
     bar.close()
     shown = torch.cat(grid)[:GRID_MAX]
     pictures.save_grid(shown, os.path.join(folder, "grid.png"), nrow=int(math.ceil(math.sqrt(len(shown)))))

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
 import common  # noqa: E402
+from processes import Child  # noqa: E402
 
 SCRIPTS = ["dcgan_celeba", "gan_mnist", "dcgan_mnist"]
 
@@ -97,21 +98,36 @@ def call(script, *argv):
         assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
 
-def spawn(script, *argv, env=None, faults=(), **kwargs):
-    """Start `python script.py argv` as a subprocess; faults: e.g. ("--signal-at", "1:1/SIGINT") runs it
-    through tests/faults.py, which injects them."""
-    command = [sys.executable, os.path.join(ROOT, f"{script}.py")]
+def spawn(script, *argv, env=None, faults=(), cwd=ROOT, limit=None):
+    """`python script.py argv` as a process of its own, started warm (benchmarks/processes.py).
+    faults: e.g. ("--signal-at", "1:1/SIGINT"), which tests/faults.py causes in it; limit: the
+    largest file it may write, in bytes (ulimit -f)."""
     if faults:
-        command = [sys.executable, os.path.join(ROOT, "tests", "faults.py"), *faults, f"{script}.py"]
-    return subprocess.Popen(command + [str(a) for a in argv],
-                            cwd=kwargs.pop("cwd", ROOT), env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+        return Child("tests/faults.py", [*faults, f"{script}.py", *argv], env=env, cwd=cwd, limit=limit)
+    return Child(f"{script}.py", argv, env=env, cwd=cwd, limit=limit)
 
 
-def run_sub(script, *argv, env=None, timeout=240):
-    p = spawn(script, *argv, env=env)
+def spawn_code(code):
+    """`python -c code`, started warm (the code is written to a file of its own)."""
+    import tempfile
+    path = os.path.join(tempfile.mkdtemp(), "child.py")
+    with open(path, "w") as f:
+        f.write(code)
+    return Child(path)
+
+
+def run_sub(script, *argv, env=None, limit=None, timeout=240):
+    """(exit code, stdout, stderr) of `python script.py argv`, started warm."""
+    p = spawn(script, *argv, env=env, limit=limit)
     out, err = p.communicate(timeout=timeout)
     return p.returncode, out, err
+
+
+def cold(script, *argv, env=None):
+    """`python script.py argv` started as a fresh interpreter: for what happens while torch loads."""
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, f"{script}.py")] + [str(a) for a in argv], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def load(outdir):

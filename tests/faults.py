@@ -11,7 +11,7 @@ The faults are real: the process sends itself the signals as that batch begins (
 n-th checkpoint is being written), that batch is made of NaNs, or from that batch on the process may
 write no file beyond BYTES (RLIMIT_FSIZE, as `ulimit -f` sets it: a write past it fails with
 EFBIG, as on a full disk with ENOSPC). --draw-every and --agree-every set the run's intervals
-(common.run.DRAW_EVERY, AGREE_EVERY), so that what they trigger happens at toy size.
+(common.pictures.DRAW_EVERY, common.run.AGREE_EVERY), so that what they trigger happens at toy size.
 """
 import argparse
 import importlib
@@ -61,24 +61,30 @@ def signal_during_save(which):
     return torch_save
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--signal-at")
-    parser.add_argument("--nan-at")
-    parser.add_argument("--file-size-limit-at")
-    parser.add_argument("--signal-during-save")
-    parser.add_argument("--draw-every", type=float)
-    parser.add_argument("--agree-every", type=int)
-    parser.add_argument("script")
-    faults, argv = parser.parse_known_args()
+PARSER = argparse.ArgumentParser()
+for flag in ("--signal-at", "--nan-at", "--file-size-limit-at", "--signal-during-save"):
+    PARSER.add_argument(flag)
+PARSER.add_argument("--draw-every", type=float)
+PARSER.add_argument("--agree-every", type=int)
+
+
+def run(script, argv, faults=()):
+    """Run SCRIPT.py's main(argv) in this process as `python SCRIPT.py argv` would, with the faults
+    (command-line words, as above) in place."""
+    faults = PARSER.parse_args([str(f) for f in faults])
     DataLoader.__iter__ = faulty_iter(faults.signal_at, faults.nan_at, faults.file_size_limit_at)
     import common
     if faults.signal_during_save:
         common.checkpoints.torch_save = signal_during_save(faults.signal_during_save)
     if faults.draw_every is not None:
-        common.run.DRAW_EVERY = faults.draw_every
+        common.pictures.DRAW_EVERY = faults.draw_every
     if faults.agree_every is not None:
         common.run.AGREE_EVERY = faults.agree_every
-    sys.argv = [faults.script, *argv]  # so that "Continue with: ..." names the script itself
-    module = importlib.import_module(os.path.basename(faults.script)[:-3])
+    sys.argv = [script, *argv]  # so that "Continue with: ..." names the script itself
+    module = importlib.import_module(os.path.basename(script)[:-3])
     common.run_script(lambda: module.main(argv))
+
+
+if __name__ == "__main__":
+    script = next(k for k, word in enumerate(sys.argv) if word.endswith(".py") and k > 0)
+    run(sys.argv[script], sys.argv[script + 1:], sys.argv[1:script])

@@ -1,31 +1,26 @@
 """The benchmark script runs (its numbers are measured, never asserted)."""
-import os
-import subprocess
-import sys
-
-from conftest import ROOT, make_mnist
+from conftest import make_mnist
 
 
-def test_benchmark_runs_all_three_side_by_side(tmp_path):
+def test_benchmark_runs_all_three_side_by_side(tmp_path, capsys):
+    import bench  # (benchmarks/bench.py, run here as `python benchmarks/bench.py ARGS` would run it)
     mnist = make_mnist(str(tmp_path / "mnist"), n=200)  # the lesson's loop needs full batches of 100
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--mnist", mnist,
-                        "--faces", "24", "--celeba", str(tmp_path / "faces"), "--epochs", "1", "--repeats", "1"],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    rows = [line for line in p.stdout.splitlines() if line.startswith("| ") and "MiB |" in line]
+    bench.main(["--mnist", mnist, "--faces", "24", "--celeba", str(tmp_path / "faces"), "--epochs", "1",
+                "--repeats", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "MiB |" in line]
     assert [r.split("|")[1].strip() for r in rows] == ["gan_mnist", "dcgan_mnist", "dcgan_celeba"]
     # the limits table: FLOPs per image of each script's loop, counted, not written in
-    limits = [line.split("|") for line in p.stdout.splitlines() if line.startswith("| ") and " s | " in line]
+    limits = [line.split("|") for line in out.splitlines() if line.startswith("| ") and " s | " in line]
     assert [r[1].strip() for r in limits] == ["gan_mnist", "dcgan_mnist", "dcgan_celeba"]
     gflop = {r[1].strip(): float(r[2]) for r in limits}
     # the dense rates, each with the precision it ran in (bfloat16 too: the --amp path)
-    rates = [line.split("|") for line in p.stdout.splitlines()
+    rates = [line.split("|") for line in out.splitlines()
              if line.startswith(("| matrix product |", "| 1x1 convolution |"))]
     assert {r[2].strip() for r in rates} == {"float32 (IEEE)", "bfloat16"} and all(float(r[3]) > 0 for r in rates)
     # the device check reads this output into its speed row (its small form leaves the run out)
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from gpu_check import speed_figure
-    figure = speed_figure(p.stdout)
+    figure = speed_figure(out)
     assert figure.startswith("24 faces: whole command ") and "bfloat16" in figure
     assert abs(gflop["gan_mnist"] - 0.0057) < 0.0002  # by hand: 2.84 million multiply-adds per image
     assert gflop["gan_mnist"] < gflop["dcgan_mnist"] < gflop["dcgan_celeba"]

@@ -1,22 +1,27 @@
 """Issue: dcgan_celeba.py under torchrun with DistributedDataParallel (2 CPU processes, gloo: these
-tests are about the CPU, so they pin --device cpu, also on a machine with one GPU)."""
+tests are about the CPU, so they pin --device cpu, also on a machine with one GPU). The processes
+are started as torchrun starts them, with its environment (torchrun itself, launching the script,
+is run by the device check's torchrun row: benchmarks/gpu_check.py)."""
 import os
-import subprocess
-import sys
+import socket
 
 import pytest
 
-from conftest import ROOT, assert_same, call, load, same_files
+from conftest import assert_same, call, load, same_files, spawn
 
 
-def torchrun(*argv, env=None, faults=()):
-    script = [os.path.join(ROOT, "tests", "faults.py"), *faults, "dcgan_celeba.py"] if faults else \
-        [os.path.join(ROOT, "dcgan_celeba.py")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script,
-           "--device", "cpu", *map(str, argv)]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-    return p.returncode, p.stdout, p.stderr
+def processes(*argv, faults=()):
+    """What `torchrun --standalone --nproc_per_node=2 dcgan_celeba.py --device cpu argv` starts: two
+    processes, each told its rank, the world and where to meet (the environment torchrun sets),
+    started warm. Returns (the exit codes, both stdouts, both stderrs), as torchrun shows them."""
+    with socket.socket() as s:  # (a free port for the two to meet at)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    children = [spawn("dcgan_celeba", "--device", "cpu", *argv, faults=faults, env={
+        "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}) for rank in (0, 1)]
+    outputs = [child.communicate(timeout=300) for child in children]
+    return [child.returncode for child in children], outputs[0][0] + outputs[1][0], outputs[0][1] + outputs[1][1]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +30,8 @@ def straight(tmp_path_factory, celeba_root):
     outdir = str(tmp_path_factory.mktemp("ddp") / "straight")
     args = ["--dataroot", celeba_root, "--batch-size", 4, "--ngf", 8, "--ndf", 8, "--workers", 0,
             "--epochs", 2, "--checkpoint-every", 100]
-    code, out, err = torchrun(*args, "--outdir", outdir)
-    assert code == 0, err[-3000:]
+    codes, out, err = processes(*args, "--outdir", outdir)
+    assert codes == [0, 0], err[-3000:]
     return outdir, args, out
 
 
@@ -47,13 +52,13 @@ def test_sigint_under_torchrun_saves_once_and_resumes_bit_for_bit(straight, tmp_
     # The processes agree on a stop every AGREE_EVERY iterations, set to 4 here (10 by default):
     # Ctrl-C as batch 1 of the second epoch begins (iteration 8 of the run: 6 batches per epoch) is
     # agreed on at iteration 8, so all of them stop after batch 2 of 6.
-    code, out, err = torchrun(*args, "--outdir", tmp_path, faults=("--signal-at", "1:1/SIGINT", "--agree-every", "4"))
-    assert code != 0  # the workers exit with 130, which torchrun reports as a failure
+    codes, out, err = processes(*args, "--outdir", tmp_path, faults=("--signal-at", "1:1/SIGINT", "--agree-every", "4"))
+    assert codes == [130, 130], err[-3000:]  # (which torchrun reports as a failure)
     assert err.count("Stopped in epoch 2/2 after batch 2 of 6") == 1, err[-3000:]
     assert "torchrun --standalone --nproc_per_node=2" in err
-    assert "Traceback" not in err.split("Stopped in")[0]  # the workers' own output has none
-    code, out, err = torchrun(*args, "--outdir", tmp_path, "--resume")
-    assert code == 0, err[-3000:]
+    assert "Traceback" not in err
+    codes, out, err = processes(*args, "--outdir", tmp_path, "--resume")
+    assert codes == [0, 0], err[-3000:]
     assert_same(load(outdir), load(str(tmp_path)))
     assert same_files(outdir, str(tmp_path), "history.csv")
 
@@ -65,6 +70,5 @@ def test_resuming_a_two_process_run_in_one_process_is_refused(straight, capsys, 
 
 
 def test_batch_size_must_divide_among_the_processes(tmp_path, celeba_root):
-    code, out, err = torchrun("--dataroot", celeba_root, "--batch-size", 7, "--outdir", tmp_path)
-    assert code != 0
-    assert "must divide evenly among them" in err
+    codes, out, err = processes("--dataroot", celeba_root, "--batch-size", 7, "--outdir", tmp_path)
+    assert codes == [1, 1] and err.count("must divide evenly among them") == 2

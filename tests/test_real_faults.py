@@ -3,30 +3,21 @@ a write fail with EFBIG as a full disk does with ENOSPC), a signal during --gene
 and the first decode, Ctrl-C pressed twice; and the rough edges a new user met."""
 import glob
 import os
-import resource
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-import torch
 from PIL import Image
 
 import common
-from conftest import ROOT, call, data_args, load, make_faces, spawn
+from conftest import ROOT, call, data_args, load, make_faces, run_sub, spawn, spawn_code
 from faults import faulty_iter
 
 
-def limited(bytes_):
-    """preexec_fn: the child may write no file beyond bytes_ (as `ulimit -f` sets it)."""
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (bytes_, resource.RLIM_INFINITY))
-
-
-def run_limited(script, *argv, limit, timeout=240):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), *map(str, argv)], cwd=ROOT,
-                       preexec_fn=limited(limit), capture_output=True, text=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
+def run_limited(script, *argv, limit):
+    """(exit code, stdout, stderr) of the command in a process that may write no file beyond limit
+    bytes (as `ulimit -f` sets it)."""
+    return run_sub(script, *argv, limit=limit)
 
 
 def temporaries(*folders):
@@ -107,7 +98,8 @@ for k, png in enumerate(pngs):
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))  # (a GIF of these: tens of KB)
 pictures.write_gif(pngs, "{tmp_path}/progress.gif", pictures.GifFrames(pictures.palette_of(images, 4)))
 """
-    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    p = spawn_code(child)
+    p.stdout, p.stderr = p.communicate()
     assert p.returncode == 1 and "OSError: [Errno 27] File too large" in p.stderr, p.stderr[-2000:]
     assert sorted(os.listdir(tmp_path)) == ["0.png", "1.png", "2.png"]  # the PNGs, and no GIF nor its temporary
 
@@ -202,7 +194,8 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 images, labels, bad = data.decode_each(dataset, [])
 print(len(images), len(labels), len(bad), images.shape[1:])
 """
-    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=180)
+    p = spawn_code(child)
+    p.stdout, p.stderr = p.communicate()
     assert p.returncode == 0 and p.stdout.split()[:3] == ["1200", "1200", "0"], p.stderr[-3000:]
 
 
@@ -251,9 +244,8 @@ def test_a_stop_during_the_first_decode_leaves_no_cache_and_a_dead_ones_temporar
     faces = str(tmp_path / "faces")
     make_faces(os.path.join(faces, "img_align_celeba"), n=3000, size=(32, 32))  # (decoded in seconds here)
     # what a decode killed with kill -9 while writing its cache leaves: a temporary of a process that is gone
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = os.path.join(faces, f"image_cache_64px_0123456789abcdef.pt.tmp{dead.pid}")
+    dead = int(open("/proc/sys/kernel/pid_max").read())  # (no process has it: process ids stay below it)
+    stale = os.path.join(faces, f"image_cache_64px_0123456789abcdef.pt.tmp{dead}")
     open(stale, "wb").write(b"x" * 1000)
     p = spawn("dcgan_celeba", "--dataroot", faces, "--outdir", tmp_path / "run", "--epochs", 1,
               env={"PYTHONUNBUFFERED": "1"})
@@ -317,14 +309,14 @@ def test_ctrl_c_while_the_pictures_are_drawn_as_the_run_ends_quits_at_once(stopp
                                                                             monkeypatch, capsys):
     """Once the last save is written (a stop's, or the last epoch's), Ctrl-C is Python's own again:
     a real one pressed while the pictures are redrawn quits at once, the checkpoint whole."""
-    real_draw = common.Run.draw
+    real_draw = common.pictures.Pictures.draw
 
-    def draw(run, final=False):
+    def draw(pictures, columns, quality_rows=(), final=False):
         if final:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)  # (Python runs the handler between two bytecodes: here)
-        real_draw(run, final)
-    monkeypatch.setattr(common.Run, "draw", draw)
+        real_draw(pictures, columns, quality_rows, final)
+    monkeypatch.setattr(common.pictures.Pictures, "draw", draw)
     if stopped:
         monkeypatch.setattr(common.DataLoader, "__iter__", faulty_iter(signal_at="0:1/SIGINT"))
     assert call("gan_mnist", *data_args("gan_mnist", mnist_root, ""), "--epochs", 2, "--outdir", tmp_path) == 130

@@ -10,7 +10,7 @@ from PIL import Image
 import common
 from common import pictures
 from common.progress import Progress
-from conftest import call, data_args, load, spawn
+from conftest import call, cold, data_args, load, spawn
 
 
 def images_in(folder):
@@ -91,7 +91,7 @@ def test_output_closed_under_the_run_costs_nothing(tmp_path):
 
 
 def test_ctrl_c_while_starting_up_prints_no_traceback(tmp_path, mnist_root):
-    p = spawn("dcgan_mnist", "--dataroot", mnist_root, "--outdir", tmp_path)
+    p = cold("dcgan_mnist", "--dataroot", mnist_root, "--outdir", tmp_path)
     time.sleep(0.3)  # Python is still loading torch
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
@@ -128,33 +128,40 @@ def test_a_tilde_in_outdir_is_the_home_folder(tmp_path, monkeypatch):
     assert os.path.exists(tmp_path / "runs" / "a" / "checkpoint.pt") and not os.path.exists(tmp_path / "~")
 
 
-def test_the_eta_counts_the_drawings_at_the_size_they_will_have(monkeypatch):
-    """10 epochs of 10 batches, one second a batch. After the first epoch the pictures took 2 s,
-    1 s of it a GIF of 2 frames: left, 90 batches (90 s), 3 drawings on the 30 s cadence and a
-    last one, each 1 s of plots and 1 s of GIF (one GIF tells no growth yet), and the exit."""
+def test_the_eta_is_the_batches_left_at_the_pace_of_the_latest_wall_time(monkeypatch):
+    """100 epochs of 10 batches. The first takes a second a batch, and its end 2 s more (a drawing, a
+    save): right after it, only its pace is known (the first iteration, warming up, left out). The
+    second runs at 0.5 s a batch, and its pace alone counts from then on; past PACE_WINDOW seconds
+    the older epochs drop out of it."""
     now = [0.0]
     monkeypatch.setattr(common.progress.time, "monotonic", lambda: now[0])
-    progress = Progress(epochs=10, batches=10, batch_size=4, n_images=40, draw_every=30)
+    progress = Progress(epochs=100, batches=10, batch_size=4, n_images=40)
     progress.start_epoch(0, 0)
     for i in range(10):
         now[0] += 1
         progress.batch_done(i)
     assert progress.epoch_time() == (10, 4)  # seconds, images per second
     now[0] += 2
-    progress.drawn(2.0, 1.0, 2)
     progress.end_epoch()
-    exit = common.progress.EXIT_SECONDS
-    assert progress.eta(10) == pytest.approx(90 + 3 * (1 + 1) + (1 + 1) + exit)
-    # The second epoch runs at 0.5 s a batch, and its pace alone counts (the first warmed up). A
-    # GIF of 6 frames now takes 3 s: 0.5 s more per frame, so 3 + 0.5 * 5 s at the 11 of the end.
+    assert progress.eta(10) == pytest.approx(990 * (9 + 2) / 9)  # (9 batches after the first, and the end's 2 s)
     progress.start_epoch(1, 0)
     for i in range(4):
         now[0] += 0.5
         progress.batch_done(i)
-    now[0] += 4
-    progress.drawn(4.0, 3.0, 6)
-    left = 86 * 0.5
-    assert progress.eta(4) == pytest.approx(left + left / 30 * (1 + 3 + 0.5 * 0.5) + (1 + 3 + 0.5 * 5) + exit)
+    assert progress.eta(4) == pytest.approx(986 * 0.5)
+    # 40 epochs more at that pace (6 s each with a 1 s end), then 50 at twice it (3 s each with a
+    # 0.5 s end): the pace now is the new one alone, the older epochs out of the window
+    for epoch in range(1, 91):
+        batch_s, end_s = (0.5, 1) if epoch <= 40 else (0.25, 0.5)
+        for i in range(4 if epoch == 1 else 0, 10):
+            now[0] += batch_s
+            progress.batch_done(i)
+        now[0] += end_s
+        progress.end_epoch()
+        progress.start_epoch(epoch + 1, 0)
+    now[0] += 0.25
+    progress.batch_done(0)
+    assert progress.eta(1) / (8 * 10 + 9) == pytest.approx(0.3, rel=0.01)  # (3 s for 10 batches, the ends in it)
 
 
 def test_a_short_runs_smoothed_curve_keeps_up_with_it():
@@ -177,7 +184,7 @@ def test_the_quality_picture_of_a_short_run_has_whole_epochs(tmp_path, monkeypat
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig),
                                                                                     real_savefig(fig, *a, **k)))
     rows = [{"epoch": e, "FD": 10.0 / e, "smallest_share": 0.05} for e in (1, 2)]
-    common.quality.plot_over_epochs(rows, str(tmp_path / "q.png"))
+    pictures.plot_over_epochs(rows, str(tmp_path / "q.png"))
     for ax in drawn[0].axes:
         assert all(float(t).is_integer() for t in ax.get_xticks())
 

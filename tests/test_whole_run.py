@@ -18,7 +18,7 @@ def test_the_derived_pictures_are_not_redrawn_after_every_epoch(tmp_path, mnist_
     real_plot = pictures.plot_curves
     monkeypatch.setattr(pictures, "plot_curves", lambda history, names, path, *a: (
         drawn.append((os.path.basename(path), len(history["epoch"]))), real_plot(history, names, path, *a)))
-    monkeypatch.setattr(common.run, "DRAW_EVERY", 10**9)  # a run far shorter than the drawing interval
+    monkeypatch.setattr(pictures, "DRAW_EVERY", 10**9)  # a run far shorter than the drawing interval
     assert call("gan_mnist", *data_args("gan_mnist", mnist_root, ""), "--epochs", 6, "--outdir", tmp_path) == 0
     # after the first epoch (3 iterations) and at the end (18), not after each of the 6 epochs
     assert drawn == [("losses.png", 3), ("scores.png", 3), ("losses.png", 18), ("scores.png", 18)]
@@ -28,7 +28,7 @@ def test_the_derived_pictures_are_not_redrawn_after_every_epoch(tmp_path, mnist_
 
 @pytest.mark.parametrize("script", ["gan_mnist", "dcgan_mnist"])  # BCELoss raises on NaN; BCEWithLogits does not
 def test_the_pictures_show_the_run_up_to_a_divergence(script, tmp_path, mnist_root, monkeypatch):
-    monkeypatch.setattr(common.run, "DRAW_EVERY", 10**9)
+    monkeypatch.setattr(pictures, "DRAW_EVERY", 10**9)
     monkeypatch.setattr(common.DataLoader, "__iter__", faulty_iter(nan_at="2:1"))
     assert call(script, *data_args(script, mnist_root, ""), "--epochs", 4, "--outdir", tmp_path) == 3
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
