@@ -255,7 +255,7 @@ def write_image_cache(cache, name, folders):
     time."""
     started, why = time.monotonic(), {}
     for folder in folders:
-        remove_temporaries(folder, r"image_cache_\w+\.pt")  # (of a decode that was killed: gigabytes)
+        remove_temporaries(folder, ["image_cache_<key>.pt"])  # (of a decode that was killed: gigabytes)
         path = os.path.join(folder, name)
         try:
             os.makedirs(folder, exist_ok=True)  # (the outdir, before the run claims it)

@@ -1,9 +1,10 @@
 """Progress: a bar for each epoch (on a terminal only) and the run's ETA.
 
-The ETA is the batches left at the pace of the latest PACE_WINDOW seconds of wall time. That time
-holds everything the run does between two batches (the drawings, the saves, each epoch's end), so
-nothing of it is modelled apart. Left out of the pace: the first iteration (it warms up: first
-allocations, kernel choices, compiling), and the first epoch once a second one is under way.
+The ETA is the batches left at the pace of the latest PACE_WINDOW seconds of wall time, and the
+run's end. That time holds everything the run does between two batches (the drawings, the saves,
+each epoch's end), so nothing of it is modelled apart. Left out of the pace: the first iteration
+(it warms up: first allocations, kernel choices, compiling), and the first epoch once a second one
+is under way.
 
     progress = Progress(epochs, batches, batch_size, n_images)
     progress.start_epoch(epoch, first_batch)
@@ -18,6 +19,9 @@ import time
 # The pace is measured over about this many seconds of the latest wall time (from an epoch's end):
 # long enough to average in several drawings of the pictures, short enough to follow a pace that drifts.
 PACE_WINDOW = 120
+# What follows the last batch: the last drawing and the process's exit (1.1 s and 1.4 s at the end of
+# a 60-epoch gan_mnist.py run on a 2-core CPU; BENCHMARKS.md).
+END_SECONDS = 2.5
 log = logging.getLogger("common")  # (debug lines: the ETA every few seconds, for benchmarks/rehearsal.py)
 
 
@@ -75,7 +79,7 @@ class Progress:
         recent = [end for end in ends if now - end[0] <= PACE_WINDOW]
         since, done = (recent or ends[-1:] or [self.first])[0]
         pace = (now - since) / max(self.batches_done - done, 1)
-        return pace * ((self.epochs - self.epoch - 1) * self.batches + self.batches - next_batch)
+        return pace * ((self.epochs - self.epoch - 1) * self.batches + self.batches - next_batch) + END_SECONDS
 
 
 def progress_bar(total, initial, desc):

@@ -203,9 +203,8 @@ class Run:
             self.quality_rows.append(row)
             self.log(f"epoch {done} quality: {quality.line(row)}")
         self.save(done, 0)
-        ending = done == self.args.epochs or stopping  # (then close() draws them, at once)
-        if (self.pictures.due() or self.epoch == self.first_epoch) and not ending:
-            self.draw()  # (also after the first epoch: the pictures appear early)
+        if self.pictures.due() and not (done == self.args.epochs or stopping):  # (then close() draws them, at once)
+            self.draw()
         self.progress.end_epoch()
         self.log(f"epoch {done}/{self.args.epochs} done in {seconds:.2f} s ({rate:.0f} img/s); "
                  f"run ETA {clock(self.progress.eta(self.batches))}")

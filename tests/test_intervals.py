@@ -137,8 +137,8 @@ def test_an_unexpected_error_in_the_bookkeeping_still_closes_the_run(tmp_path, m
 
 def eta_of_a_simulated_run(monkeypatch, epochs, batches, batch_s, draw_every, draw_s, first_batch_s=None):
     """Progress driven as Run drives it, on a clock of the test's own: each batch takes batch_s (the
-    first first_batch_s), the pictures are drawn every draw_every seconds (as Run.step does) and
-    after the first epoch, at draw_s each when the GIF has a new frame, else half of that. Returns
+    first first_batch_s), the pictures are drawn every draw_every seconds (as Run.step and
+    Run.end_epoch do), at draw_s each when the GIF has a new frame, else half of that. Returns
     [(epoch, batch, printed ETA, time really left)]."""
     now = [0.0]
     monkeypatch.setattr(common.progress.time, "monotonic", lambda: now[0])
@@ -156,10 +156,10 @@ def eta_of_a_simulated_run(monkeypatch, epochs, batches, batch_s, draw_every, dr
             seen.append((epoch, i, progress.eta(i + 1), now[0]))
             if now[0] - drawn_at >= draw_every:
                 draw(epoch + 1)
-        if epoch == 0 or (now[0] - drawn_at >= draw_every and epoch + 1 < epochs):  # (as Run.end_epoch)
+        if now[0] - drawn_at >= draw_every and epoch + 1 < epochs:  # (as Run.end_epoch)
             draw(epoch + 2)
         progress.end_epoch()
-    end = now[0]  # (the last drawing, as Run.finish makes it, and the exit: left out of the ETA)
+    end = now[0] + common.progress.END_SECONDS  # (the last drawing, as Run.finish makes it, and the exit)
     return [(e, i, eta, end - t) for e, i, eta, t in seen]
 
 
