@@ -25,6 +25,9 @@ import common
 # Number of channels in the training images. For color images this is 3
 nc = 3
 
+# A frame of the animation of G's progress every this many iterations, and one at the last
+frame_every = 500
+
 
 def parse_args(argv=None):
     parser = common.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -44,6 +47,9 @@ def parse_args(argv=None):
     parser.add_argument("--export-real", type=common.positive_int, metavar="N", changes_math=False,
                         help="train nothing: write N training images as the training sees them (64x64 PNG) "
                              "into <outdir>/real/, the real side of an FID against --generate N")
+    parser.add_argument("--inception-weights", type=common.cli.folder, metavar="PATH", changes_math=False,
+                        help="FID's Inception weights (--evaluate, --eval-every; default: torch-fidelity's file in "
+                             "torch's hub cache, downloaded at first use where there is a network)")
     args = parser.parse_args(argv)
     if args.image_size != 64:
         parser.error(f"argument --image-size: the tutorial's networks make 64x64 images only, got "
@@ -178,6 +184,8 @@ def main(argv=None):
     dataloader = load_data(args, device)
     if args.export_real:  # train nothing: N training images, for an FID against --generate N (see README)
         return common.export_real(dataloader, args.export_real, args.outdir)
+    if args.evaluate:  # train nothing: FID of the run in --outdir against the training images (common/fid.py)
+        return common.evaluate("dcgan_celeba", args, lambda s: Generator(0, s["nz"], s["ngf"]), dataloader, device)
 
     netG, netD = create_models(args, device, world_size)
 
@@ -199,10 +207,15 @@ def main(argv=None):
     # The run's record: --outdir (one run at a time), checkpoints, history and pictures. A new run
     # writes the training images and epoch 0; --resume restores everything saved, fixed_noise too
     run = common.Run("dcgan_celeba", args, netG, netD, optimizerG, optimizerD, fixed_noise, dataloader,
-                     losses=["loss_d", "loss_g"], scores=["D_x", "D_G_z1", "D_G_z2"], real_grid="training_images.png")
+                     losses=["loss_d", "loss_g"], scores=["D_x", "D_G_z1", "D_G_z2"], real_grid="training_images.png",
+                     frames="kept")  # progress.gif: the frames kept below, the tutorial's img_list
     fixed_noise = run.fixed_noise
 
     # Training Loop
+
+    # Lists to keep track of progress (the run keeps them: run.keep_frame, run.step)
+    iters = run.iterations  # (0, or the iterations done before a --resume)
+
     print("Starting Training Loop...")
     # For each epoch (from the saved one on --resume)
     for epoch in run.epochs():
@@ -266,6 +279,15 @@ def main(argv=None):
                 run.log('[%d/%d][%d/%d]\tLoss_D: %.4f\tLoss_G: %.4f\tD(x): %.4f\tD(G(z)): %.4f / %.4f'
                         % (epoch, args.epochs, i, len(dataloader),
                            errD.item(), errG.item(), D_x.item(), D_G_z1.item(), D_G_z2.item()))
+
+            # Check how the generator is doing by saving G's output on fixed_noise (before run.step: a stop
+            # there saves this frame with the checkpoint)
+            if (iters % frame_every == 0) or ((epoch == args.epochs-1) and (i == len(dataloader)-1)):
+                with torch.no_grad():
+                    fake = netG(fixed_noise).detach().cpu()
+                run.keep_frame(fake, iters)  # img_list.append(vutils.make_grid(fake, padding=2, normalize=True))
+
+            iters += 1
 
             # Save Losses for plotting later (and checkpoints; Ctrl-C saves and exits here)
             run.step(i, errD, errG, D_x, D_G_z1, D_G_z2)

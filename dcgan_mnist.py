@@ -30,7 +30,7 @@ def parse_args(argv=None):
     parser = common.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_common_args(parser, script="dcgan_mnist", dataroot="data", epochs=50, batch_size=128, workers=0,
-                           seed=0, mnist=True)
+                           seed=0, measured=True)
     parser.add_argument("--z-dim", type=common.positive_int, default=64, help="dimension of the noise vector")
     parser.add_argument("--hidden-dim", type=common.positive_int, default=64, help="generator width (hidden_dim)")
     parser.add_argument("--disc-hidden-dim", type=common.positive_int, default=16, help="discriminator width")

@@ -30,7 +30,7 @@ def parse_args(argv=None):
     parser = common.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_common_args(parser, script="gan_mnist", dataroot="data", epochs=300, batch_size=100, workers=0,
-                           seed=42, mnist=True)
+                           seed=42, measured=True)
     parser.add_argument("--latent-size", type=common.positive_int, default=64, help="size of the noise vector")
     parser.add_argument("--hidden-size", type=common.positive_int, default=256, help="width of the hidden layers")
     parser.add_argument("--lr", type=common.positive_float, default=0.0002, help="Adam learning rate (both nets)")

@@ -111,14 +111,56 @@ def load_checkpoint(outdir, script):
     return check_script(box[0], script, outdir)
 
 
-def load_generator(outdir, script, build_generator, device, defaults):
-    """(the trained generator of the run in outdir, its checkpoint), for --generate and --evaluate:
-    build_generator(settings) is the script's generator for the run's saved settings; defaults
-    (args.math_defaults) stand in for the settings of flags added since the run was saved."""
+def load_generator(outdir, script, build_generator, device, defaults, which=None):
+    """(a trained generator of the run in outdir, its checkpoint, which one it is in words), for
+    --generate and --evaluate. build_generator(settings) is the script's generator for the run's
+    saved settings; defaults (args.math_defaults) stand in for the settings of flags added since
+    the run was saved. which (--generator): "last" (checkpoint.pt), "best" (best.pt) or "average"
+    (--ema's, in checkpoint.pt); None: the best where the run kept one, else the last."""
     ckpt = load_checkpoint(outdir, script)
+    best = os.path.join(outdir, "best.pt")
+    which = which or ("best" if os.path.exists(best) else "last")
+    where = f"epoch {ckpt['epoch']}" + (f", iteration {ckpt['iteration']}" if ckpt["iteration"] else "")
+    if which == "best":
+        if not os.path.exists(best):
+            raise UserError(f"--generator best: the run in {outdir} kept no best generator (best.pt, which "
+                            f"--eval-every K keeps); sample --generator last, or train on with --eval-every.")
+        kept = read_file(best)
+        weights, words = kept["netG"], (f"the best generator kept (best.pt: the {kept['generator']} generator of "
+                                        f"epoch {kept['epoch']}, {kept['score']} {kept['value']:.3f})")
+    elif which == "average":
+        if not ckpt.get("average"):
+            raise UserError(f"--generator average: the run in {outdir} kept no averaged generator (--ema); sample "
+                            f"--generator last or best.")
+        weights, words = ckpt["average"]["weights"], f"the averaged generator (--ema) of checkpoint.pt ({where})"
+    else:
+        weights, words = ckpt["netG"], f"the last generator (checkpoint.pt: {where})"
     netG = build_generator({**defaults, **ckpt["settings"]}).to(device)
-    netG.load_state_dict(ckpt["netG"])
-    return netG, ckpt
+    netG.load_state_dict(weights)
+    return netG, ckpt, words
+
+
+def write_best(netG, outdir, epoch, generator, score, value):
+    """best.pt: the generator that measured best so far, written whole (rank 0 only); not needed to
+    resume (the checkpoint's quality rows say which was best). A write that fails stops the run as
+    a checkpoint's does: the last checkpoint is intact."""
+    if rank_and_world()[0] != 0:
+        return
+    path = os.path.join(outdir, "best.pt")
+    try:
+        atomic_save({"netG": to_cpu(netG.state_dict()), "epoch": epoch, "generator": generator, "score": score,
+                     "value": value}, path)
+    except OSError as e:
+        raise UserError(f"could not write {path} {cannot_write(e)}; the last checkpoint is intact, and --resume "
+                        f"continues from it.") from None
+
+
+def read_file(path):
+    """A file of this project's (tensors and plain data only), or one sentence saying what is wrong."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} {what_is_wrong(path, e)}.") from None
 
 
 def read_checkpoint(outdir):

@@ -64,9 +64,9 @@ def folder(text):
     return os.path.expanduser(text)
 
 
-def add_common_args(parser, *, script, dataroot, epochs, batch_size, workers, seed, mnist=False):
-    """The flags every script has; the defaults are each tutorial's own. mnist: also the flags of
-    the sample-quality measure, which needs the reference digit classifier."""
+def add_common_args(parser, *, script, dataroot, epochs, batch_size, workers, seed, measured=False):
+    """The flags every script has; the defaults are each tutorial's own. measured: --eval-every is
+    on by default (a tenth of --epochs), where measuring costs a default run little (QUALITY.md)."""
     a = parser.add_argument  # (each flag that leaves the math as it is says so: changes_math=False)
     a("--dataroot", changes_math=False, type=folder, default=dataroot,
       help="dataset folder (its contents are what a resume checks, not its path)")
@@ -86,7 +86,7 @@ def add_common_args(parser, *, script, dataroot, epochs, batch_size, workers, se
     a("--checkpoint-every", changes_math=False, type=positive_int, default=500,
       help="also save checkpoint.pt every this many iterations (besides every epoch end)")
     a("--generate", changes_math=False, type=positive_int, metavar="N",
-      help="train nothing: write N images from the generator in <outdir>/checkpoint.pt")
+      help="train nothing: write N images from the run's generator (--generator chooses which)")
     a("--interpolate", changes_math=False, action="store_true",
       help="with --generate: also write a walk through the latent space (grid and GIF)")
     a("--stream", changes_math=False, action="store_true",
@@ -95,12 +95,18 @@ def add_common_args(parser, *, script, dataroot, epochs, batch_size, workers, se
     a("--fake-data", type=positive_int, nargs="?", const=1024, metavar="N",
       help="train on N random images (default 1024) instead of a dataset: a smoke run that "
            "needs no download")
-    if mnist:
-        a("--evaluate", changes_math=False, type=positive_int, nargs="?", const=10_000, metavar="N",
-          help="train nothing: measure the samples of the run in --outdir (N generated against N real "
-               "digits, default 10000): FD and the share of each digit, by a reference classifier")
-        a("--eval-every", changes_math=False, type=positive_int, metavar="K",
-          help="during training, measure the samples every K epochs (quality.csv, quality.png)")
+    a("--evaluate", changes_math=False, type=positive_int, nargs="?", const=10_000, metavar="N",
+      help="train nothing: measure N samples of the run's generator against N real images (default 10000): "
+           "digits by FD and digit shares of a reference classifier, faces by FID")
+    a("--eval-every", changes_math=False, type=nonnegative_int, metavar="K", default=None if measured else 0,
+      help="during training, measure the samples every K epochs (quality.csv, quality.png) and keep the best "
+           "generator in best.pt; 0: never" + (" (default: a tenth of --epochs, none under 10 epochs)" if measured else ""))
+    a("--generator", changes_math=False, choices=["last", "best", "average"],
+      help="which generator --generate, --interpolate and --evaluate use: the last, the best kept (best.pt) or the "
+           "average (--ema); default: the best where the run kept one, else the last")
+    a("--ema", action="store_true",
+      help="also keep an exponential moving average of G's weights (StyleGAN2-ADA's G_ema, common/average.py), "
+           "measured beside G by --eval-every; training is unchanged")
     # Opt-in speed-ups that change the numerics (a little), so they are off by default:
     a("--amp", action="store_true",
       help="mixed precision: run the networks in bfloat16 autocast (D's last sigmoid and the losses "

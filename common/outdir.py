@@ -33,18 +33,20 @@ OUTPUTS = {
                      "iterations and on a stop",
     "checkpoint.prev.pt": "the checkpoint before that one",
     "checkpoint.pt.corrupt": "an unreadable checkpoint.pt, moved aside when --resume went on from the older copy",
+    "best.pt": "--eval-every: the generator measured best so far (its weights, epoch and measure)",
     "samples/epoch_<n>.png": "the generator's output on the fixed noise: before training, then after every epoch",
+    "frames/iteration_<n>.png": "dcgan_celeba: the tutorial's frames, the same after every 500 iterations and the last",
     "real_images.png": "a batch of the training images, as the run starts (MNIST scripts)",
     "training_images.png": "a batch of the training images, as the run starts (dcgan_celeba)",
     "history.csv": "one row per iteration: epoch, iteration and the numbers the script records",
     "losses.png": "the losses over the iterations, raw and smoothed, epochs marked",
     "scores.png": "D(x) and D(G(z)) over the iterations (dcgan_celeba, gan_mnist)",
-    "progress.gif": "the sample grids in order, each labelled with its epoch",
+    "progress.gif": "the frames in order, each labelled (MNIST scripts: the sample grids; dcgan_celeba: frames/)",
     "real_vs_fake.png": "real images beside the latest samples, as the run ends",
-    "quality.csv": "sample quality at every --eval-every measurement (MNIST scripts)",
-    "quality.png": "FD and the smallest digit share over the epochs (MNIST scripts)",
-    "evaluation.json": "one measurement of sample quality: --evaluate (MNIST scripts)",
-    "evaluation.png": "its digit shares as bars, FD in the title",
+    "quality.csv": "sample quality at every --eval-every measurement, the best marked",
+    "quality.png": "FD (digits) or FID (faces) over the epochs, the best starred; digits: the smallest share too",
+    "evaluation.json": "one measurement of sample quality: --evaluate",
+    "evaluation.png": "--evaluate of digits: their shares as bars, FD in the title",
     "generated/images/<n>.png": "--generate N: the N samples alone, for an FID tool",
     "generated/grid.png": "--generate: the first 256 samples at most, as one grid",
     "generated/interpolation.png": "--interpolate: a walk through the latent space, as a grid",
@@ -54,6 +56,7 @@ OUTPUTS = {
 CACHES = {
     "image_cache_<key>.pt": "the decoded image folder (dcgan_celeba), valid for exactly its files",
     "digit_classifier_<key>.pt": "the reference digit classifier (MNIST scripts), for exactly its digits",
+    "fid_stats_<key>.pt": "the real faces' Inception statistics for FID (dcgan_celeba), for exactly its images",
 }
 LOCK = ".lock"  # while a command holds the folder: its process id
 # A file or folder being written is first named <name>.tmp<process id>[.ext] (see replaced_file)

@@ -50,6 +50,7 @@ class Pictures:
         if not self.draws:
             return
         with self.safely(name, redrawn=False) as path:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             save_grid(images, path, self.nrow)
             if frame is not None:  # (a grid that could not be written is no frame)
                 self.frames.append([name, frame])
@@ -75,11 +76,15 @@ class Pictures:
                 plot_curves(columns, self.scores, path, "Discriminator outputs: D(x) on real, D(G(z)) on fake",
                             "mean D output")
         if quality_rows:
+            score = "FD" if "FD" in quality_rows[0] else "FID"
+            best = min(range(len(quality_rows)), key=lambda k: quality_rows[k][score])  # (the one in best.pt)
+            fields = ["epoch", "generator", score] + [f for f in ("smallest_share", "rarest_digit") if f in
+                                                       quality_rows[0]]
             with self.safely("quality.csv") as path:
-                write_csv({k: [r[k] for r in quality_rows] for k in ("epoch", "FD", "smallest_share", "rarest_digit")},
-                          path)
+                write_csv({**{f: [r.get(f, "live") for r in quality_rows] for f in fields},
+                           "best": [int(k == best) for k in range(len(quality_rows))]}, path)
             with self.safely("quality.png") as path:
-                plot_over_epochs(quality_rows, path)
+                plot_over_epochs(quality_rows, path, score, best)
         if len(self.frames) > self.gif_frames:  # (a new frame: once an epoch)
             with self.safely("progress.gif") as path:
                 write_gif([os.path.join(self.outdir, name) for name, _ in self.frames], path, self.gif,
@@ -119,11 +124,15 @@ def save_grid(images, path, nrow=8):
         vutils.save_image(to_pixels(images), tmp, nrow=nrow, padding=2)
 
 
+def to_uint8(images):
+    """[-1, 1] -> uint8, rounded as save_image rounds (what a PNG of them holds)."""
+    return to_pixels(images).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
 def save_image(image, path):
     """One image in [-1, 1] (C x H x W) as a PNG: grayscale for one channel, RGB for three."""
     from PIL import Image
-    pixels = to_pixels(image).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # as save_image rounds
-    pixels = pixels.permute(1, 2, 0).numpy()
+    pixels = to_uint8(image).permute(1, 2, 0).numpy()
     Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path)
 
 
@@ -287,19 +296,31 @@ def plot_shares(result, path, title):
     save_figure(fig, path)
 
 
-def plot_over_epochs(rows, path):
-    """FD and the smallest digit share over the epochs of a run (--eval-every)."""
+def plot_over_epochs(rows, path, score="FD", best=None):
+    """The measure (FD or FID) over the epochs of a run (--eval-every), a line per generator (the
+    live one, --ema's average), the best (rows[best], the one in best.pt) starred; for digits the
+    smallest digit share beside it."""
     from matplotlib.ticker import MaxNLocator
-    fig = Figure(figsize=(11, 4))
-    a, b = fig.subplots(1, 2)
-    epochs = [r["epoch"] for r in rows]
-    for ax in (a, b):
+    shares = "smallest_share" in rows[0]
+    fig = Figure(figsize=(11 if shares else 6, 4))
+    axes = fig.subplots(1, 2 if shares else 1, squeeze=False)[0]
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    a.plot(epochs, [r["FD"] for r in rows], marker="o")
-    a.set(xlabel="epoch", ylabel="FD (lower is better)", title="Frechet distance of classifier features")
-    b.plot(epochs, [100 * r["smallest_share"] for r in rows], marker="o", color="tab:orange")
-    b.axhline(10, color="grey", linewidth=0.8, linestyle="--")
-    b.set(xlabel="epoch", ylabel="% of samples", title="smallest digit share (10 % = no collapse)", ylim=(0, None))
+    for generator in dict.fromkeys(r.get("generator", "live") for r in rows):
+        mine = [r for r in rows if r.get("generator", "live") == generator]
+        axes[0].plot([r["epoch"] for r in mine], [r[score] for r in mine], marker="o", label=f"{generator} G")
+        if shares:
+            axes[1].plot([r["epoch"] for r in mine], [100 * r["smallest_share"] for r in mine], marker="o")
+    if best is not None:
+        axes[0].plot(rows[best]["epoch"], rows[best][score], marker="*", markersize=16, color="gold",
+                     markeredgecolor="black", linestyle="none", label="kept (best.pt)")
+    axes[0].set(xlabel="epoch", ylabel=f"{score} (lower is better)",
+                title="Frechet distance of classifier features" if score == "FD" else "FID (Inception features)")
+    axes[0].legend()
+    if shares:
+        axes[1].axhline(10, color="grey", linewidth=0.8, linestyle="--")
+        axes[1].set(xlabel="epoch", ylabel="% of samples", title="smallest digit share (10 % = no collapse)",
+                    ylim=(0, None))
     save_figure(fig, path)
 
 
@@ -309,7 +330,7 @@ def write_csv(columns, path, rows_there=0):
     that a long run's history.csv costs its new rows, not all of them again. Returns the rows the
     file holds. A failed append (a full disk) is cut back off: the file holds whole rows only."""
     rows = len(next(iter(columns.values())))
-    new = "".join(",".join(repr(x) for x in row) + "\n" for row in zip(*(v[rows_there:] for v in columns.values())))
+    new = "".join(",".join(x if isinstance(x, str) else repr(x) for x in row) + "\n" for row in zip(*(v[rows_there:] for v in columns.values())))
     if not rows_there:
         with replaced_file(path) as tmp, open(tmp, "w") as f:
             f.write(",".join(columns) + "\n" + new)

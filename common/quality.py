@@ -1,4 +1,4 @@
-"""Sample quality for the MNIST scripts, by a reference digit classifier of the project's own.
+"""Sample quality: for the MNIST scripts, by a reference digit classifier of the project's own.
 
   FD      the Frechet distance between the classifier's penultimate-layer features of N generated
           and N real digits: |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)); the MNIST analogue of
@@ -12,10 +12,12 @@ outdir where that cannot be written), and loaded with weights_only=True afterwar
 draws its noise from its own generator and leaves every training RNG untouched (the CUDA ones too).
 
     evaluate(script, args, build_generator, dataloader, device)  # --evaluate N: one measurement
-    ref = reference(dataloader, cache_dirs)                       # --eval-every K: during training
-    measure(netG, noise_shape, image_shape, ref, n, seed)
+    judged = judge(args, dataloader, image_shape, n)             # --eval-every K: during training
+    judged.measure(netG, noise_shape, image_shape, n, seed)      # {"FD": ..., "shares": ...}
+
+judge() picks the measure by the images: digits by the classifier here, colour images (faces) by
+FID, common/fid.py.
 """
-import copy
 import hashlib
 import json
 import os
@@ -26,10 +28,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoints import atomic_save, load_generator, to_cpu
-from .device import bare, deterministic_algorithms
+from .device import deterministic_algorithms
 from .errors import UserError, cannot_write
-from .outdir import claim, replaced_file
+from .outdir import claim, output, replaced_file
 from .pictures import plot_shares
+from .sampling import samples
 
 HELD_OUT = 2000  # the last 2,000 digits of the training split: never trained on, they measure accuracy
 TRAIN_MAX = 12000  # trained on at most the first 12,000 of the others (about a minute on 2 CPU cores)
@@ -148,70 +151,90 @@ def real_moments(net, real, device, batch=500):
     return moments(torch.cat(features))
 
 
-def reference(dataloader, cache_dirs, n=10_000):
-    """(the reference classifier, the feature moments of the first n real digits, how many that
-    is): what generated digits are measured against."""
-    images, labels = dataloader.uint8_images()
-    net = classifier(images, labels, cache_dirs, dataloader.device)
-    return net, real_moments(net, images[:n], dataloader.device), min(n, len(images))
+# Samples per measurement during training (--eval-every): a tenth of --evaluate's 10,000, so that
+# a default run's measurements cost little (QUALITY.md); each measurement draws the same noise
+SAMPLES_DURING_TRAINING = 2000
+
+
+class Digits:
+    """The judge of generated digits: FD and digit shares by the reference classifier, against the
+    first n real digits of the training split."""
+    score = "FD"
+
+    def __init__(self, dataloader, cache_dirs, n):
+        images, labels = dataloader.uint8_images()
+        self.net = classifier(images, labels, cache_dirs, dataloader.device)
+        self.real, self.n_real = real_moments(self.net, images[:n], dataloader.device), min(n, len(images))
+
+    def measure(self, netG, noise_shape, image_shape, n, seed, batch=500):
+        """FD and digit shares of n samples of netG (see samples())."""
+        features, counts = [], torch.zeros(10, dtype=torch.long)
+        with torch.no_grad():
+            for images in samples(netG, noise_shape, image_shape, n, seed, batch):
+                f = self.net.features(images.float())
+                counts += torch.bincount(self.net.head(f).argmax(1).cpu(), minlength=10)
+                features.append(f.cpu())
+        fd = frechet_distance(*moments(torch.cat(features)), *self.real)
+        shares = (counts.double() / counts.sum()).tolist()
+        return {"FD": fd, "smallest_share": min(shares), "rarest_digit": shares.index(min(shares)), "shares": shares,
+                "n": n, "n_real": self.n_real}
+
+    @staticmethod
+    def line(result):
+        """One line: FD first, then the ten shares."""
+        shares = "  ".join(f"{d}: {s:.1%}" for d, s in enumerate(result["shares"]))
+        return (f"FD {result['FD']:.3f}  smallest share {result['smallest_share']:.1%} (digit "
+                f"{result['rarest_digit']})  shares  {shares}")
+
+
+def kind(dataloader):
+    """What the training images are, in a word: digits (1 x 28 x 28), or faces."""
+    return "digits" if tuple(dataloader.first_images(1).shape[1:]) == (1, 28, 28) else "faces"
+
+
+def needs_real_images(args, dataloader):
+    if args.fake_data:
+        raise UserError(f"--evaluate measures samples against real {kind(dataloader)}, and --fake-data has none; "
+                        f"point --dataroot at the dataset.")
+
+
+def judge(args, dataloader, image_shape, n):
+    """What samples are measured with: digits (1 x 28 x 28) by the reference classifier, colour
+    images (faces) by FID (common/fid.py), against n real images of --dataroot."""
+    if tuple(image_shape) == (1, 28, 28):
+        return Digits(dataloader, [os.path.join(args.dataroot, "MNIST"), args.outdir], n)
+    from .fid import Faces
+    return Faces(dataloader, [args.dataroot, args.outdir], n, getattr(args, "inception_weights", None))
 
 
 def evaluate(script, args, build_generator, dataloader, device):
-    """--evaluate N: FD and digit shares of N samples of the generator in <outdir>/checkpoint.pt
-    (build_generator(settings): the script's generator for the run's settings) against N real
-    digits; prints one line starting "FD", writes evaluation.png and evaluation.json. Trains nothing."""
-    if args.fake_data:
-        raise UserError("--evaluate measures samples against real digits, and --fake-data has none; point "
-                        "--dataroot at MNIST.")
+    """--evaluate N: one measurement of N samples of the run's generator (--generator chooses which;
+    build_generator(settings): the script's generator for the run's saved settings) against N real
+    images: prints one line (FD or FID first), writes evaluation.json (and, for digits, their
+    shares as evaluation.png). Trains nothing."""
+    needs_real_images(args, dataloader)
     n = args.evaluate
     if n > dataloader.n:
-        print(f"notice: --evaluate {n} asks for more samples than the {dataloader.n} real digits in --dataroot; "
-              f"measuring {dataloader.n} generated against {dataloader.n} real (FD depends on the number).")
+        print(f"notice: --evaluate {n} asks for more samples than the {dataloader.n} real {kind(dataloader)} in "
+              f"--dataroot; measuring {dataloader.n} generated against {dataloader.n} real (the measure depends on "
+              f"the number).")
         n = dataloader.n
     with claim(args.outdir):
-        netG, ckpt = load_generator(args.outdir, script, build_generator, device, args.math_defaults)
-        ref = reference(dataloader, [os.path.join(args.dataroot, "MNIST"), args.outdir], n)
-        result = {"epoch": ckpt["epoch"], "iteration": ckpt["iteration"], "seed": args.seed,
-                  **measure(netG, ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"]), ref, n, args.seed)}
-        print(line(result))
+        netG, ckpt, which = load_generator(args.outdir, script, build_generator, device, args.math_defaults,
+                                           args.generator)
+        print(f"Measuring {which}")
+        judged = judge(args, dataloader, ckpt["image_shape"], n)
+        result = {"epoch": ckpt["epoch"], "iteration": ckpt["iteration"], "generator": which, "seed": args.seed,
+                  **judged.measure(netG, ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"]), n, args.seed)}
+        print(judged.line(result))
         try:
-            plot_shares(result, os.path.join(args.outdir, "evaluation.png"), f"{script}, epoch {ckpt['epoch']}")
-            write_json(result, os.path.join(args.outdir, "evaluation.json"))
+            if "shares" in result:
+                plot_shares(result, output(args.outdir, "evaluation.png"), f"{script}, epoch {ckpt['epoch']}")
+            write_json(result, output(args.outdir, "evaluation.json"))
         except OSError as e:  # (a full disk, say: the line above holds the result)
             raise UserError(f"could not write the evaluation's files to {args.outdir}/ {cannot_write(e)}; "
                             f"the result is the line above.") from None
-        print(f"Wrote evaluation.png and evaluation.json to {args.outdir}/")
-
-
-def measure(netG, noise_shape, image_shape, reference, n, seed, batch=500):
-    """FD and digit shares of n samples of netG against the real digits of `reference`.
-
-    The samples come from a copy of netG, in training mode as the scripts draw them, with noise
-    from a generator of their own: the run's generator, its BatchNorm statistics and every RNG
-    are left untouched.
-    """
-    net, real_stats, n_real = reference
-    g = copy.deepcopy(bare(netG))
-    device = next(g.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    features, counts = [], torch.zeros(10, dtype=torch.long)
-    with torch.no_grad():
-        for start in range(0, n, batch):
-            z = torch.randn(min(batch, n - start), *noise_shape, generator=gen).to(device)
-            f = net.features(g(z).reshape(-1, *image_shape).float())
-            counts += torch.bincount(net.head(f).argmax(1).cpu(), minlength=10)
-            features.append(f.cpu())
-    fd = frechet_distance(*moments(torch.cat(features)), *real_stats)
-    shares = (counts.double() / counts.sum()).tolist()
-    return {"FD": fd, "smallest_share": min(shares), "rarest_digit": shares.index(min(shares)), "shares": shares,
-            "n": n, "n_real": n_real}
-
-
-def line(result):
-    """One line: FD first, then the ten shares."""
-    shares = "  ".join(f"{d}: {s:.1%}" for d, s in enumerate(result["shares"]))
-    return (f"FD {result['FD']:.3f}  smallest share {result['smallest_share']:.1%} (digit {result['rarest_digit']})"
-            f"  shares  {shares}")
+        print(f"Wrote {'evaluation.png and ' if 'shares' in result else ''}evaluation.json to {args.outdir}/")
 
 
 def write_json(result, path):

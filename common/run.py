@@ -26,7 +26,9 @@ import time
 import torch
 
 from . import quality
-from .checkpoints import check_settings, load_checkpoint, rng_states, set_rng_states, write_checkpoint
+from .average import Average
+from .checkpoints import (check_settings, load_checkpoint, rng_states, set_rng_states, write_best,
+                          write_checkpoint)
 from .data import what_changed
 from .device import bare, data_parallel_gpus, peak_gpu_memory, rank_and_world, what_the_bits_depend_on
 from .errors import Diverged
@@ -61,14 +63,16 @@ class Run:
     script: the script's name (recorded in the checkpoint); args: its parsed flags; the two nets,
     their optimizers, the fixed noise and the dataloader, as the script made them; losses,
     scores: the names of the numbers run.step() is given, in that order (plotted in losses.png,
-    scores.png); nrow: images per row in the sample grids; real_grid: the real images' grid file.
+    scores.png); nrow: images per row in the sample grids; real_grid: the real images' grid file;
+    frames: what progress.gif animates: "epochs" (the per-epoch sample grids) or "kept" (the grids
+    the script keeps with run.keep_frame(), as the DCGAN tutorial keeps img_list).
     """
 
     def __init__(self, script, args, netG, netD, optimizerG, optimizerD, fixed_noise, dataloader, *,
-                 losses, scores=(), nrow=8, real_grid="real_images.png"):
+                 losses, scores=(), nrow=8, real_grid="real_images.png", frames="epochs"):
         self.script, self.args, self.outdir = script, args, args.outdir
         self.nets, self.dataloader = (netG, netD, optimizerG, optimizerD), dataloader
-        self.losses, self.scores = list(losses), list(scores)
+        self.losses, self.scores, self.epoch_frames = list(losses), list(scores), frames == "epochs"
         self.device, self.batches = fixed_noise.device, len(dataloader)
         self.rank, self.world = rank_and_world()
         # What is computed: the flags that change the math, and what the script made of them (the
@@ -83,6 +87,7 @@ class Run:
         self.first_epoch = self.first_batch = self.epoch = self.batch = self.iterations = 0
         self.history, self.quality_rows, frames = History(self.losses + self.scores), [], []
         self.stopping, self.closed, self.signals, self.progress = None, False, None, None
+        self.average = Average(netG, dataloader.batch_size) if args.ema else None  # (--ema: G's weights averaged)
         self.folder = claim(self.outdir) if self.rank == 0 else None  # one command at a time in --outdir
         try:
             if args.resume:
@@ -93,7 +98,8 @@ class Run:
             self.pictures = Pictures(self.outdir, real, nrow, self.losses, self.scores, frames, draws=self.rank == 0)
             if not args.resume:
                 self.begin(real, real_grid)
-            self.reference = self.quality_reference() if getattr(args, "eval_every", None) else None
+            self.eval_every = args.epochs // 10 if args.eval_every is None else args.eval_every  # (None: the default)
+            self.judge = self.quality_judge() if self.eval_every else None
             self.nan_seen = watch_for_nan(netD, self.device)
             self.signals = StopSignals()  # from here, Ctrl-C and SIGTERM save and stop
         except BaseException:
@@ -106,11 +112,10 @@ class Run:
         if self.rank == 0:
             if self.args.overwrite:
                 delete_old_run(self.outdir)
-            os.makedirs(os.path.join(self.outdir, "samples"), exist_ok=True)
             with torch.no_grad():  # (the bare G: DDP's wrapper is for all processes at once)
                 fake = self.as_images(bare(self.nets[0])(self.fixed_noise)).cpu()
             self.pictures.grid(real_grid, real)
-            self.pictures.grid(sample_name(0), fake, frame="epoch 0")
+            self.pictures.grid(sample_name(0), fake, frame="epoch 0" if self.epoch_frames else None)
 
     def restore(self):
         """--resume: both nets and optimizers, the position, the history and every RNG state, after
@@ -125,6 +130,8 @@ class Run:
         optimizerG.load_state_dict(ckpt["optimizerG"])
         optimizerD.load_state_dict(ckpt["optimizerD"])
         set_rng_states(ckpt["rng"])
+        if self.average:
+            self.average.load_state_dict(ckpt["average"])
         self.epoch = self.first_epoch = ckpt["epoch"]
         self.batch = self.first_batch = ckpt["iteration"]
         self.history = History(self.losses + self.scores, saved=ckpt["history"])
@@ -145,13 +152,16 @@ class Run:
         frames = ckpt.get("frames") or [[sample_name(e), f"epoch {e}"] for e in range(self.first_epoch + 1)]
         return ckpt["fixed_noise"].to(self.device), frames
 
-    def quality_reference(self):
-        """--eval-every: the reference classifier and the real digits' features (common/quality.py)."""
+    def quality_judge(self):
+        """--eval-every: what the samples are measured with (common/quality.py: digits by the reference
+        classifier, faces by FID), made before the first epoch, so that a missing piece (Inception's
+        weights) is said at once. Without real images (--fake-data) nothing is measured."""
         if self.args.fake_data:
-            print("notice: --eval-every measures samples against real digits, and --fake-data has none: not measured.")
+            if self.args.eval_every is not None:  # (asked for: say why not)
+                print(f"notice: --eval-every measures samples against real {quality.kind(self.dataloader)}, and "
+                      f"--fake-data has none: not measured.")
             return None
-        beside_data = os.path.join(self.args.dataroot, "MNIST")
-        return quality.reference(self.dataloader, [beside_data, self.outdir])
+        return quality.judge(self.args, self.dataloader, self.image_shape, quality.SAMPLES_DURING_TRAINING)
 
     def epochs(self):
         """range(first epoch, --epochs), telling the dataloader each epoch (its order) and the batch
@@ -173,6 +183,8 @@ class Run:
         on the device). Saves every --checkpoint-every iterations; on Ctrl-C / SIGTERM saves and
         exits with the command that continues. Returns the number of iterations done in all."""
         self.history.add(self.epoch, i, values, also_bad=self.nan_seen)
+        if self.average:
+            self.average.update(self.nets[0])
         self.batch, self.iterations = i + 1, self.iterations + 1
         self.progress.batch_done(i)
         if self.batch < self.batches:  # (after an epoch's last batch end_epoch saves, and stops, at once)
@@ -195,13 +207,10 @@ class Run:
         seconds, rate = self.progress.epoch_time()  # the training's own time, before the work of the epoch's end
         self.flush()  # a divergence ends the run here, before a grid of it is drawn
         stopping, done = self.stop_asked(now=True), self.epoch + 1
-        self.pictures.grid(sample_name(done), self.as_images(fake).detach().cpu(), frame=f"epoch {done}")
-        if self.reference and done % self.args.eval_every == 0:
-            measured = quality.measure(self.nets[0], self.fixed_noise.shape[1:], self.image_shape, self.reference,
-                                       self.reference[2], self.args.seed)
-            row = {"epoch": done, **measured}
-            self.quality_rows.append(row)
-            self.log(f"epoch {done} quality: {quality.line(row)}")
+        self.pictures.grid(sample_name(done), self.as_images(fake).detach().cpu(),
+                           frame=f"epoch {done}" if self.epoch_frames else None)
+        if self.judge and done % self.eval_every == 0:
+            self.measure(done)
         self.save(done, 0)
         if self.pictures.due() and not (done == self.args.epochs or stopping):  # (then close() draws them, at once)
             self.draw()
@@ -234,6 +243,30 @@ class Run:
         """The means of the last k values of each named number (the course's display-step means)."""
         self.flush()
         return self.history.means(names, k)
+
+    @closes_on_error
+    def keep_frame(self, fake, iters):
+        """The DCGAN tutorial's img_list.append(...): fake (G's output on the fixed noise after
+        iteration iters) kept as frames/iteration_<iters>.png, the next frame of progress.gif (in
+        the checkpoint's list of frames: a resumed run gets those of a run that never stopped)."""
+        self.pictures.grid(f"frames/iteration_{iters:06d}.png", self.as_images(fake).detach().cpu(),
+                           frame=f"iteration {iters}")
+
+    def measure(self, epoch):
+        """--eval-every: the generator measured (and --ema's average beside it); the best so far kept
+        in best.pt. Nothing the training draws from is touched (common/quality.py)."""
+        score, best = self.judge.score, min((row[self.judge.score] for row in self.quality_rows), default=None)
+        for generator, net in [("live", self.nets[0])] + ([("average", self.average.net)] if self.average else []):
+            started = time.monotonic()
+            row = {"epoch": epoch, "generator": generator,
+                   **self.judge.measure(net, self.fixed_noise.shape[1:], self.image_shape,
+                                        quality.SAMPLES_DURING_TRAINING, self.args.seed)}
+            self.quality_rows.append(row)
+            self.log(f"epoch {epoch} quality of the {generator} generator: {self.judge.line(row)}")
+            log.debug("measured the %s generator in %.3f s", generator, time.monotonic() - started)
+            if best is None or row[score] < best:
+                best = row[score]
+                write_best(bare(net), self.outdir, epoch, generator, score, best)
 
     # -----------------------------------------------------------------------------------------
     # Saving, drawing, stopping
@@ -278,7 +311,8 @@ class Run:
             "epoch": epoch, "iteration": iteration, "fixed_noise": self.fixed_noise,
             "history": self.history.tensors(), "rng": rng_states(), "settings": self.settings, "script": self.script,
             "image_shape": list(self.image_shape), "quality": self.quality_rows, "machine": self.machine,
-            "data_files": self.dataloader.files, "frames": self.pictures.frames}
+            "data_files": self.dataloader.files, "frames": self.pictures.frames,
+            "average": self.average.state_dict() if self.average else None}
         started = time.monotonic()
         write_checkpoint(state, self.outdir, self.position(epoch, iteration))
         log.debug("saved checkpoint.pt in %.3f s (epoch %d, iteration %d)", time.monotonic() - started, epoch,

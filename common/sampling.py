@@ -2,7 +2,9 @@
 bounded whatever N is (FID is usually computed on 50,000 samples).
 
     generate(script, args, build_generator, device)   # the run in --outdir; trains nothing
+    samples(netG, noise_shape, image_shape, n, seed)  # n samples, batch by batch, for a measure
 """
+import copy
 import math
 import os
 import sys
@@ -13,6 +15,7 @@ import torchvision.utils as vutils
 
 from . import pictures
 from .checkpoints import load_generator
+from .device import bare
 from .outdir import claim, replaced_folder
 from .signals import signals_held
 
@@ -29,12 +32,27 @@ def noise_batches(n, noise_shape, seed, device):
         yield start, torch.randn(k, *noise_shape, generator=gen).to(device)
 
 
+def samples(netG, noise_shape, image_shape, n, seed, batch=500):
+    """n samples of netG, `batch` at a time, in the shape of the training images. They come from a
+    copy of netG, in training mode as the scripts draw them, with noise from a generator of their
+    own: the run's generator, its BatchNorm statistics and every RNG are left untouched."""
+    g = copy.deepcopy(bare(netG))
+    device = next(g.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            z = torch.randn(min(batch, n - start), *noise_shape, generator=gen).to(device)
+            yield g(z).reshape(-1, *image_shape)
+
+
 def generate(script, args, build_generator, device):
     """--generate N [--interpolate] from the run in --outdir: build_generator(settings) is the script's
     generator for the run's settings. Writes into <outdir>/generated/, which holds this command's
     images only (what an earlier --generate wrote there is deleted first)."""
     with claim(args.outdir):
-        netG, ckpt = load_generator(args.outdir, script, build_generator, device, args.math_defaults)
+        netG, ckpt, which = load_generator(args.outdir, script, build_generator, device, args.math_defaults,
+                                           args.generator)
+        print(f"Sampling {which}")
         noise_shape, image_shape = ckpt["fixed_noise"].shape[1:], tuple(ckpt["image_shape"])
         folder = os.path.join(args.outdir, "generated")
         with replaced_folder(folder) as tmp:

@@ -113,7 +113,10 @@ def test_a_learners_random_flip_trains_as_written_and_repeats(tmp_path, celeba_r
         assert call("dcgan_celeba", *args, "--epochs", 2, "--outdir", tmp_path / name) == 0
     assert "(Resize, CenterCrop, RandomHorizontalFlip, ToTensor, Normalize) has steps that cannot be done once" \
         in capsys.readouterr().out
-    assert call("dcgan_celeba", *args, "--epochs", 1, "--outdir", tmp_path / "c") == 0
+    from faults import faulty_iter  # (a real Ctrl-C as the second epoch begins: the same command resumed)
+    with monkeypatch.context() as stopped:
+        stopped.setattr(common.DataLoader, "__iter__", faulty_iter(signal_at="1:0/SIGINT"))
+        assert call("dcgan_celeba", *args, "--epochs", 2, "--outdir", tmp_path / "c") == 130
     assert call("dcgan_celeba", *args, "--epochs", 2, "--outdir", tmp_path / "c", "--resume") == 0
     from conftest import assert_same
     assert_same(load(tmp_path / "a"), load(tmp_path / "b"))

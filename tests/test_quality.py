@@ -106,7 +106,8 @@ def test_eval_every_measures_during_training_and_leaves_the_training_untouched(r
     assert [row["epoch"] for row in measured["quality"]] == [1, 2]
     assert all(sum(row["shares"]) == pytest.approx(1) for row in measured["quality"])
     lines = open(tmp_path / "q" / "quality.csv").read().splitlines()
-    assert lines[0] == "epoch,FD,smallest_share,rarest_digit" and len(lines) == 3
+    assert lines[0] == "epoch,generator,FD,smallest_share,rarest_digit,best" and len(lines) == 3
+    assert sum(int(line.rsplit(",", 1)[1]) for line in lines[1:]) == 1  # the best marked
     assert Image.open(tmp_path / "q" / "quality.png").size[0] > 300
     # a resumed run keeps the rows measured before the stop, and measures on as a straight run does
     assert call(script, *args, "--epochs", 1, "--eval-every", 1, "--outdir", tmp_path / "r") == 0
