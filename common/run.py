@@ -253,14 +253,15 @@ class Run:
                            frame=f"iteration {iters}")
 
     def measure(self, epoch):
-        """--eval-every: the generator measured (and --ema's average beside it); the best so far kept
+        """--eval-every: the generator measured (and --ema's average beside it), as many samples as
+        the judge has real images (at most quality.SAMPLES_DURING_TRAINING); the best so far kept
         in best.pt. Nothing the training draws from is touched (common/quality.py)."""
         score, best = self.judge.score, min((row[self.judge.score] for row in self.quality_rows), default=None)
         for generator, net in [("live", self.nets[0])] + ([("average", self.average.net)] if self.average else []):
             started = time.monotonic()
             row = {"epoch": epoch, "generator": generator,
-                   **self.judge.measure(net, self.fixed_noise.shape[1:], self.image_shape,
-                                        quality.SAMPLES_DURING_TRAINING, self.args.seed)}
+                   **self.judge.measure(net, self.fixed_noise.shape[1:], self.image_shape, self.judge.n_real,
+                                        self.args.seed)}
             self.quality_rows.append(row)
             self.log(f"epoch {epoch} quality of the {generator} generator: {self.judge.line(row)}")
             log.debug("measured the %s generator in %.3f s", generator, time.monotonic() - started)

@@ -6,6 +6,7 @@ import os
 import socket
 
 import pytest
+import torch
 
 from conftest import assert_same, call, load, same_files, spawn
 
@@ -26,9 +27,10 @@ def processes(*argv, faults=()):
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, celeba_root):
-    """A 2-process run of 2 epochs: 24 faces in global batches of 4 (2 per process), 6 per epoch."""
+    """A 2-process run of 2 epochs: 24 faces in global batches of 4 (2 per process), 6 per epoch,
+    with --ema (the average kept by rank 0 of the generator DDP keeps the same in both)."""
     outdir = str(tmp_path_factory.mktemp("ddp") / "straight")
-    args = ["--dataroot", celeba_root, "--batch-size", 4, "--ngf", 8, "--ndf", 8, "--workers", 0,
+    args = ["--dataroot", celeba_root, "--batch-size", 4, "--ngf", 8, "--ndf", 8, "--workers", 0, "--ema",
             "--epochs", 2, "--checkpoint-every", 100]
     codes, out, err = processes(*args, "--outdir", outdir)
     assert codes == [0, 0], err[-3000:]
@@ -44,6 +46,9 @@ def test_trains_with_two_processes_and_writes_one_set_of_outputs(straight):
         assert len(f.readlines()) == 1 + 2 * 6  # header + 2 epochs x 6 global batches
     ckpt = load(outdir)
     assert len(ckpt["rng"]) == 2 and ckpt["settings"]["processes"] == 2  # every rank's RNG state
+    assert ckpt["average"]["images"] == 2 * 24  # (counted in global batches, as one process counts them)
+    assert set(ckpt["average"]["weights"]) == set(ckpt["netG"])  # (the bare generator's names, no "module.")
+    assert not all(torch.equal(ckpt["average"]["weights"][k], v) for k, v in ckpt["netG"].items())
     assert not [f for f in os.listdir(outdir) if "tmp" in f]
 
 
