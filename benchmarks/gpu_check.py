@@ -86,6 +86,7 @@ import torch  # noqa: E402
 import common  # noqa: E402
 from common import quality  # noqa: E402
 from processes import Child  # noqa: E402
+from synthetic import PILImages  # noqa: E402
 
 common.device.deterministic_cublas()  # before the first product on the GPU (see there)
 
@@ -351,22 +352,6 @@ def data(tmp, n):
     return True, f"{n} synthetic 178x218 JPEG faces", faces
 
 
-class Images(torch.utils.data.Dataset):
-    """uint8 images (N x C x H x W) served as PIL images through a transform, as torchvision's
-    datasets serve theirs."""
-
-    def __init__(self, images, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, k):
-        from PIL import Image
-        pixels = self.images[k].permute(1, 2, 0).numpy()
-        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
-
-
 def pixel_table(device):
     import torchvision.transforms as T
     differ = total = 0
@@ -375,9 +360,9 @@ def pixel_table(device):
         values = torch.arange(256, dtype=torch.uint8).repeat(8)[torch.randperm(2048)]  # every value, shuffled
         images = values.view(8, 1, 16, 16).expand(8, channels, 16, 16).contiguous()
         transform = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
-        loader = common.DataLoader(Images(images, transform), batch_size=8, shuffle=False, device=device, seed=0)
+        loader = common.DataLoader(PILImages(images, transform), batch_size=8, shuffle=False, device=device, seed=0)
         batch = next(iter(loader))[0].cpu()
-        expected = torch.stack([Images(images, transform)[k][0] for k in range(8)])
+        expected = torch.stack([PILImages(images, transform)[k][0] for k in range(8)])
         differ, total = differ + (batch != expected).sum().item(), total + expected.numel()
     v = torch.arange(256)
     naive = (v.to(device).float().div(255).cpu() != v.float().div(255)).sum().item()

@@ -5,6 +5,8 @@ be downloaded here):
                            made on every core, about aligned CelebA's file size (its 32 real faces in
                            ../shared average 7.2 KB: these 6.6 to 7.2 KB)
     make_digits(root, n)   n 28x28 'digits' as MNIST's four files in <root>/MNIST/raw/
+    PILImages(images, t)   uint8 tensors served as PIL images through a transform, as torchvision's
+                           datasets serve theirs
 
 Both keep what is already there, and write a folder whole (an interrupted run leaves none).
 """
@@ -14,6 +16,7 @@ import struct
 import time
 
 import numpy as np
+import torch
 
 
 def make_face(folder, k):
@@ -74,3 +77,19 @@ def make_digits(root, n, seed=0):
             f.write(struct.pack(">II", 2049, n) + labels.tobytes())
     os.replace(tmp, raw)
     return root
+
+
+class PILImages(torch.utils.data.Dataset):
+    """uint8 images (N x C x H x W) served as PIL images through a transform, as torchvision's
+    datasets serve theirs."""
+
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, k):
+        from PIL import Image
+        pixels = self.images[k].permute(1, 2, 0).numpy()
+        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0

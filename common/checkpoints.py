@@ -34,22 +34,20 @@ def torch_save(obj, f):
     write() and flush() of the file object it is given: this one keeps the first OSError they
     raise, to raise it again in place of torch's RuntimeError.)"""
     class Writes:  # f, keeping the first error of its writes
-        def __init__(self):
-            self.error = None
+        error = None
+
+        def keep(self, method, *data):
+            try:
+                return method(*data)
+            except OSError as e:
+                self.error = self.error or e
+                raise
 
         def write(self, data):
-            try:
-                return f.write(data)
-            except OSError as e:
-                self.error = self.error or e
-                raise
+            return self.keep(f.write, data)
 
         def flush(self):
-            try:
-                f.flush()
-            except OSError as e:
-                self.error = self.error or e
-                raise
+            return self.keep(f.flush)
     writes = Writes()
     try:
         torch.save(obj, writes)

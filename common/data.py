@@ -34,7 +34,7 @@ from .checkpoints import atomic_save
 from .device import rank_and_world, seed_worker
 from .errors import UserError, cannot_write, first_line
 from .outdir import claim, remove_temporaries, replaced_folder
-from .pictures import plural
+from .pictures import plural, save_png
 from .signals import signals_held
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -161,7 +161,6 @@ def export_real(dataloader, n, outdir):
     if not dataloader.splittable:
         raise UserError("--export-real writes the images as Resize and CenterCrop make them, and the dataset's "
                         "transform has other steps; export with the tutorial's transform.")
-    from PIL import Image
     folder = os.path.join(outdir, "real")
     with claim(outdir), replaced_folder(folder) as tmp:
         images, _ = dataloader.uint8_images()
@@ -170,9 +169,7 @@ def export_real(dataloader, n, outdir):
             print(f"notice: --export-real {n} asked for, but the dataset holds {plural(len(order), 'image')}: "
                   f"writing those.")
         for k, index in enumerate(order.tolist()):
-            pixels = images[index].permute(1, 2, 0).numpy()
-            image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-            image.save(os.path.join(tmp, f"{k:05d}.png"))
+            save_png(images[index], os.path.join(tmp, f"{k:05d}.png"))
         print(f"Wrote {len(order)} training images ({'x'.join(map(str, images.shape[1:]))}, as the training "
               f"sees them) to {folder}/")
 

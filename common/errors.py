@@ -78,24 +78,20 @@ class ClosedPipeSafe:
         self.stream = stream
 
     def write(self, text):
+        return self.unless_gone(lambda: self.stream.write(text), len(text))
+
+    def flush(self):
+        self.unless_gone(lambda: self.stream.flush(), 0)
+
+    def unless_gone(self, call, n):
         try:
-            return self.stream.write(text)
+            return call()
         except BrokenPipeError:
-            return self.silence(len(text))
+            return self.silence(n)
         except ValueError:  # the stream itself was closed (and not a text it cannot encode)
             if not self.stream.closed:
                 raise
-            return self.silence(len(text))
-
-    def flush(self):
-        try:
-            self.stream.flush()
-        except BrokenPipeError:
-            self.silence(0)
-        except ValueError:
-            if not self.stream.closed:
-                raise
-            self.silence(0)
+            return self.silence(n)
 
     def silence(self, n):
         try:

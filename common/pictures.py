@@ -129,10 +129,10 @@ def to_uint8(images):
     return to_pixels(images).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
-def save_image(image, path):
-    """One image in [-1, 1] (C x H x W) as a PNG: grayscale for one channel, RGB for three."""
+def save_png(pixels, path):
+    """One uint8 image (C x H x W) as a PNG: grayscale for one channel, RGB for three."""
     from PIL import Image
-    pixels = to_uint8(image).permute(1, 2, 0).numpy()
+    pixels = pixels.permute(1, 2, 0).numpy()
     Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path)
 
 
@@ -217,11 +217,6 @@ def smoothing_weight(n):
     return 1 - 1 / span
 
 
-def nice_step(n, most=10):
-    """The smallest of 1, 2, 5, 10, 20, 50, 100 ... that splits n into at most `most` parts."""
-    return next(step for step in (m * 10**k for k in range(12) for m in (1, 2, 5)) if n / step <= most)
-
-
 def plot_curves(history, names, path, title, ylabel):
     """Raw curves (faint) and their smoothed versions over iterations, epochs marked."""
     fig = Figure(figsize=(10, 5))
@@ -263,7 +258,7 @@ def epoch_starts(epochs):
 def epoch_ticks(epochs, most=10):
     """{row: epochs done there} at round numbers of epochs (0, 50, 100 ...), the end included."""
     starts, done = epoch_starts(epochs), epochs[-1] + 1
-    step = nice_step(done, most)
+    step = next(s for s in (m * 10**k for k in range(12) for m in (1, 2, 5)) if done / s <= most)  # 1, 2, 5, 10 ...
     ticks = {starts[e]: e for e in range(0, done, step) if e in starts}
     if done % step == 0:
         ticks[len(epochs)] = done
@@ -280,8 +275,7 @@ def real_vs_fake(real, fake, path, nrow=8):
         ax.set_title(title)
         ax.axis("off")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94, wspace=0.04)  # (no tight_layout: half the time)
-    with replaced_file(path, ".png") as tmp:
-        fig.savefig(tmp)
+    save_figure(fig, path, tight=False)
 
 
 def plot_shares(result, path, title):

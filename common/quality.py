@@ -192,12 +192,6 @@ def kind(dataloader):
     return "digits" if tuple(dataloader.first_images(1).shape[1:]) == (1, 28, 28) else "faces"
 
 
-def needs_real_images(args, dataloader):
-    if args.fake_data:
-        raise UserError(f"--evaluate measures samples against real {kind(dataloader)}, and --fake-data has none; "
-                        f"point --dataroot at the dataset.")
-
-
 def judge(args, dataloader, image_shape, n):
     """What samples are measured with: digits (1 x 28 x 28) by the reference classifier, colour
     images (faces) by FID (common/fid.py), against n real images of --dataroot."""
@@ -212,7 +206,9 @@ def evaluate(script, args, build_generator, dataloader, device):
     build_generator(settings): the script's generator for the run's saved settings) against N real
     images: prints one line (FD or FID first), writes evaluation.json (and, for digits, their
     shares as evaluation.png). Trains nothing."""
-    needs_real_images(args, dataloader)
+    if args.fake_data:
+        raise UserError(f"--evaluate measures samples against real {kind(dataloader)}, and --fake-data has none; "
+                        f"point --dataroot at the dataset.")
     n = args.evaluate
     if n > dataloader.n:
         print(f"notice: --evaluate {n} asks for more samples than the {dataloader.n} real {kind(dataloader)} in "
@@ -230,13 +226,10 @@ def evaluate(script, args, build_generator, dataloader, device):
         try:
             if "shares" in result:
                 plot_shares(result, output(args.outdir, "evaluation.png"), f"{script}, epoch {ckpt['epoch']}")
-            write_json(result, output(args.outdir, "evaluation.json"))
+            with replaced_file(output(args.outdir, "evaluation.json")) as tmp, open(tmp, "w") as f:
+                json.dump(result, f, indent=1)
         except OSError as e:  # (a full disk, say: the line above holds the result)
             raise UserError(f"could not write the evaluation's files to {args.outdir}/ {cannot_write(e)}; "
                             f"the result is the line above.") from None
         print(f"Wrote {'evaluation.png and ' if 'shares' in result else ''}evaluation.json to {args.outdir}/")
 
-
-def write_json(result, path):
-    with replaced_file(path) as tmp, open(tmp, "w") as f:
-        json.dump(result, f, indent=1)

@@ -95,7 +95,7 @@ def write_images(netG, noise_shape, image_shape, n, seed, folder):
 
 def save_pngs(images, folder, start):
     for k, image in enumerate(images):
-        pictures.save_image(image, os.path.join(folder, f"{start + k:05d}.png"))
+        pictures.save_png(pictures.to_uint8(image), os.path.join(folder, f"{start + k:05d}.png"))
 
 
 def write_interpolation(netG, noise_shape, image_shape, seed, folder, rows=8, steps=10):

@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
 import common  # noqa: E402
 from processes import Child  # noqa: E402
+from synthetic import PILImages  # noqa: E402,F401 (for the tests)
 
 SCRIPTS = ["dcgan_celeba", "gan_mnist", "dcgan_mnist"]
 
@@ -158,21 +159,6 @@ def tensors_in(obj):
         return [obj]
     values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []
     return [t for v in values for t in tensors_in(v)]
-
-
-class PILImages(torch.utils.data.Dataset):
-    """uint8 images (N x C x H x W) served as PIL images through a transform, as torchvision's
-    datasets serve theirs."""
-
-    def __init__(self, images, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, k):
-        pixels = self.images[k].permute(1, 2, 0).numpy()
-        return self.transform(Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)), 0
 
 
 def same_files(dir_a, dir_b, name):
