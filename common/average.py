@@ -5,8 +5,9 @@ generator, `average = beta * average + (1 - beta) * live`. beta follows StyleGAN
 (G_ema): a half-life of HALF_LIFE_IMAGES images for a batch of 32, scaled with the batch, and
 ramped up as RAMP_UP of the images seen so far, so that early on the average forgets its random
 start quickly. Adapted to these lessons' runs of a few thousand iterations: StyleGAN2-ADA's
-half-life is 10,000 images at batch 32, long against a run that sees 200,000 images in all; here
-it is HALF_LIFE_IMAGES (QUALITY.md gives the figures behind the choice).
+half-life is 10,000 images at batch 32, long against a run that sees 200,000 images in all and
+whose generator is still improving fast; here it is 1,000 (about 30 iterations at the lessons'
+batches), which measured better than 5,000 in each of six runs (QUALITY.md).
 
 BatchNorm: the average is sampled as the tutorials sample the generator, in training mode, so
 each batch is normalised by its own statistics; the running statistics are copied from the live
@@ -23,7 +24,7 @@ import torch
 
 from .device import bare
 
-HALF_LIFE_IMAGES = 10_000 * 0.5  # at batch 32, scaled with the batch (StyleGAN2-ADA: 10,000)
+HALF_LIFE_IMAGES = 1_000  # at batch 32, scaled with the batch (StyleGAN2-ADA: 10,000)
 RAMP_UP = 0.05  # the half-life is at most this share of the images seen so far (StyleGAN2-ADA's)
 
 
