@@ -35,7 +35,8 @@ OUTPUTS = {
     "checkpoint.pt.corrupt": "an unreadable checkpoint.pt, moved aside when --resume went on from the older copy",
     "best.pt": "--eval-every: the generator measured best so far (its weights, epoch and measure)",
     "samples/epoch_<n>.png": "the generator's output on the fixed noise: before training, then after every epoch",
-    "frames/iteration_<n>.png": "dcgan_celeba: the tutorial's frames, the same after every 500 iterations and the last",
+    "frames/iteration_<n>.png": "dcgan_celeba: G's output on the fixed noise every 500 iterations and at the last "
+                                "(the tutorial's img_list)",
     "real_images.png": "a batch of the training images, as the run starts (MNIST scripts)",
     "training_images.png": "a batch of the training images, as the run starts (dcgan_celeba)",
     "history.csv": "one row per iteration: epoch, iteration and the numbers the script records",
