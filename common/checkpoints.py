@@ -191,7 +191,8 @@ def what_is_wrong(path, error):
     if "central directory" in str(error) or "zip archive" in str(error) or isinstance(error, EOFError):
         return f"is truncated or not a checkpoint ({size} bytes, not a whole file written by torch.save)"
     if "weights_only" in str(error) or "Unsupported global" in str(error):
-        return "holds Python objects other than tensors and plain data, so it is not loaded (it is not one of this project's checkpoints)"
+        return ("holds Python objects other than tensors and plain data, so it is not loaded (it is not one of "
+                "this project's checkpoints)")
     return f"is unreadable, truncated or not a checkpoint ({first_line(error)[:120] or type(error).__name__})"
 
 

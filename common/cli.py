@@ -100,7 +100,8 @@ def add_common_args(parser, *, script, dataroot, epochs, batch_size, workers, se
            "digits by FD and digit shares of a reference classifier, faces by FID")
     a("--eval-every", changes_math=False, type=nonnegative_int, metavar="K", default=None if measured else 0,
       help="during training, measure the samples every K epochs (quality.csv, quality.png) and keep the best "
-           "generator in best.pt; 0: never" + (" (default: a tenth of --epochs, none under 10 epochs)" if measured else ""))
+           "generator in best.pt; 0: never"
+           + (" (default: a tenth of --epochs, none under 10 epochs)" if measured else ""))
     a("--generator", changes_math=False, choices=["last", "best", "average"],
       help="which generator --generate, --interpolate and --evaluate use: the last, the best kept (best.pt) or the "
            "average (--ema); default: the best where the run kept one, else the last")

@@ -324,7 +324,8 @@ def write_csv(columns, path, rows_there=0):
     that a long run's history.csv costs its new rows, not all of them again. Returns the rows the
     file holds. A failed append (a full disk) is cut back off: the file holds whole rows only."""
     rows = len(next(iter(columns.values())))
-    new = "".join(",".join(x if isinstance(x, str) else repr(x) for x in row) + "\n" for row in zip(*(v[rows_there:] for v in columns.values())))
+    new = "".join(",".join(x if isinstance(x, str) else repr(x) for x in row) + "\n"  # (strings unquoted)
+                  for row in zip(*(v[rows_there:] for v in columns.values())))
     if not rows_there:
         with replaced_file(path) as tmp, open(tmp, "w") as f:
             f.write(",".join(columns) + "\n" + new)
