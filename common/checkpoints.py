@@ -141,7 +141,7 @@ def load_generator(outdir, script, build_generator, device, defaults, which=None
 def write_best(netG, outdir, epoch, generator, score, value):
     """best.pt: the generator that measured best so far, written whole (rank 0 only); not needed to
     resume (the checkpoint's quality rows say which was best). A write that fails stops the run as
-    a checkpoint's does: the last checkpoint is intact."""
+    a checkpoint's does (it is written just before the epoch's checkpoint)."""
     if rank_and_world()[0] != 0:
         return
     path = os.path.join(outdir, "best.pt")
@@ -149,8 +149,10 @@ def write_best(netG, outdir, epoch, generator, score, value):
         atomic_save({"netG": to_cpu(netG.state_dict()), "epoch": epoch, "generator": generator, "score": score,
                      "value": value}, path)
     except OSError as e:
-        raise UserError(f"could not write {path} {cannot_write(e)}; the last checkpoint is intact, and --resume "
-                        f"continues from it.") from None
+        raise UserError(f"could not write {path} {cannot_write(e)}; " + (
+            "the last checkpoint is intact, and --resume continues from it." if
+            os.path.exists(os.path.join(outdir, "checkpoint.pt")) else
+            "the run has no checkpoint yet, so there is nothing to resume: rerun the command.")) from None
 
 
 def read_file(path):

@@ -43,20 +43,21 @@ class Faces:
         real = images[dataloader.order(0)[:n]]
         self.n_real = len(real)
         key = hashlib.sha256(f"{dataloader.id}\n{self.n_real}\n{key}".encode()).hexdigest()[:16]
-        self.real = cached_statistics(f"fid_stats_{key}.pt", cache_dirs, lambda: self.statistics(real.split(100)))
+        self.real = cached_statistics(f"fid_stats_{key}.pt", cache_dirs, lambda: self.statistics([real]))
 
     def statistics(self, batches):
-        """torch-fidelity's mean and covariance of the Inception features of uint8 image batches."""
+        """torch-fidelity's mean and covariance of the Inception features of uint8 image batches
+        (at most 100 images a forward: at 299x299 a batch of 500 would take gigabytes)."""
         from torch_fidelity.metric_fid import fid_features_to_statistics
         with torch.no_grad():
-            features = torch.cat([self.extractor(batch.to(self.device))[0].cpu() for batch in batches])
+            features = torch.cat([self.extractor(part.to(self.device))[0].cpu()
+                                  for batch in batches for part in batch.split(100)])
         return fid_features_to_statistics(features)
 
-    def measure(self, netG, noise_shape, image_shape, n, seed, batch=100):
-        """FID of n samples of netG (common.quality.samples), as PNG files would hold them (uint8)."""
+    def measure(self, netG, noise_shape, image_shape, n, seed):
+        """FID of n samples of netG (common.sampling.samples), as PNG files would hold them (uint8)."""
         from torch_fidelity.metric_fid import fid_statistics_to_metric
-        generated = self.statistics(to_uint8(images) for images in samples(netG, noise_shape, image_shape, n, seed,
-                                                                           batch))
+        generated = self.statistics(to_uint8(images) for images in samples(netG, noise_shape, image_shape, n, seed))
         fid = fid_statistics_to_metric(generated, self.real, verbose=False)["frechet_inception_distance"]
         return {"FID": fid, "n": n, "n_real": self.n_real}
 

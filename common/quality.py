@@ -166,11 +166,11 @@ class Digits:
         self.net = classifier(images, labels, cache_dirs, dataloader.device)
         self.real, self.n_real = real_moments(self.net, images[:n], dataloader.device), min(n, len(images))
 
-    def measure(self, netG, noise_shape, image_shape, n, seed, batch=500):
-        """FD and digit shares of n samples of netG (see samples())."""
+    def measure(self, netG, noise_shape, image_shape, n, seed):
+        """FD and digit shares of n samples of netG (common.sampling.samples)."""
         features, counts = [], torch.zeros(10, dtype=torch.long)
         with torch.no_grad():
-            for images in samples(netG, noise_shape, image_shape, n, seed, batch):
+            for images in samples(netG, noise_shape, image_shape, n, seed):
                 f = self.net.features(images.float())
                 counts += torch.bincount(self.net.head(f).argmax(1).cpu(), minlength=10)
                 features.append(f.cpu())

@@ -32,16 +32,13 @@ def noise_batches(n, noise_shape, seed, device):
         yield start, torch.randn(k, *noise_shape, generator=gen).to(device)
 
 
-def samples(netG, noise_shape, image_shape, n, seed, batch=500):
-    """n samples of netG, `batch` at a time, in the shape of the training images. They come from a
-    copy of netG, in training mode as the scripts draw them, with noise from a generator of their
-    own: the run's generator, its BatchNorm statistics and every RNG are left untouched."""
+def samples(netG, noise_shape, image_shape, n, seed):
+    """n samples of netG, BATCH at a time, in the shape of the training images. They come from a
+    copy of netG, in training mode as the scripts draw them, with the noise --generate draws: the
+    run's generator, its BatchNorm statistics and every RNG are left untouched."""
     g = copy.deepcopy(bare(netG))
-    device = next(g.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for start in range(0, n, batch):
-            z = torch.randn(min(batch, n - start), *noise_shape, generator=gen).to(device)
+        for _, z in noise_batches(n, noise_shape, seed, next(g.parameters()).device):
             yield g(z).reshape(-1, *image_shape)
 
 

@@ -56,6 +56,18 @@ def test_a_new_runs_first_checkpoint_that_cannot_be_written_says_there_is_nothin
     assert not os.path.exists(tmp_path / "checkpoint.pt") and temporaries(tmp_path) == []
 
 
+def test_a_best_generator_that_cannot_be_written_is_one_sentence(tmp_path, mnist_root):
+    """best.pt (gan_mnist's G: about 1.1 MB) under a real 256 KB limit: the first measurement, at the
+    end of epoch 1, before any checkpoint, stops the run in one sentence (the pictures that cannot
+    be written either cost their warnings)."""
+    code, out, err = run_limited("gan_mnist", "--dataroot", mnist_root, "--outdir", tmp_path, "--batch-size", 16,
+                                 "--epochs", 2, "--eval-every", 1, limit=256 * 2**10)
+    assert code == 1 and "epoch 1 quality of the live generator: FD " in out, err[-3000:]
+    one_sentence("\n".join(line for line in err.splitlines() if not line.startswith(("warning: ", "notice: "))),
+                 "best.pt", "File too large", "nothing to resume")
+    assert not os.path.exists(tmp_path / "best.pt") and temporaries(tmp_path) == []
+
+
 def test_pictures_and_history_that_cannot_be_written_cost_a_warning_each_not_the_run(tmp_path, mnist_root):
     """From batch 1 of the second epoch on, no file may exceed 256 bytes: every drawing (one after
     every iteration here) fails, each picture is named once, and training goes on until the save at
