@@ -69,7 +69,7 @@ class DataLoader:
         self.per_image, self.to_tensor = split or ([], [])
         self.dataset, self.images, self.labels, self.table = None, None, None, None
         folder = folder_files(dataset)  # an image folder's files, read once (None for other datasets)
-        self.files = zlib.compress(file_list(folder).encode()) if folder else None  # (for what_changed)
+        self.files = zlib.compress(os.fsencode(file_list(folder))) if folder else None  # (for what_changed)
         if stream or split is None:
             self.dataset, self.id = Readable(dataset, seed if split is None else None), data_id(dataset, None, folder)
             self.n = len(dataset)
@@ -379,8 +379,8 @@ def cache_name(per_image, files, stats):
     standard = (isinstance(size, int) and len(per_image) == 2 and
                 tuple(per_image[1].size) == (size, size))  # Resize(s), CenterCrop(s)
     head = "v1\n%d\n" % size if standard else "v2\n%s\n" % "; ".join(map(repr, per_image))
-    key = hashlib.sha256((head + "\n".join(f"{f}\t{s.st_size}\t{s.st_mtime_ns}"
-                                           for f, s in zip(files, stats))).encode()).hexdigest()[:16]
+    key = hashlib.sha256(os.fsencode(head + "\n".join(f"{f}\t{s.st_size}\t{s.st_mtime_ns}"
+                                                     for f, s in zip(files, stats)))).hexdigest()[:16]
     return f"image_cache_{size if standard else 'custom'}px_{key}.pt"
 
 
@@ -393,7 +393,7 @@ def data_id(dataset, images=None, folder=None):
     """What the run trained on, for the settings a resume must keep: the files (an image folder:
     folder, its folder_files), the digits' bytes (MNIST) or the decoded images."""
     if folder is not None:
-        return "images-" + hashlib.sha256(file_list(folder).encode()).hexdigest()[:16]
+        return "images-" + hashlib.sha256(os.fsencode(file_list(folder))).hexdigest()[:16]
     if isinstance(dataset, dset.MNIST):
         images = dataset.data.unsqueeze(1).contiguous() if images is None else images
         return "mnist-" + hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
@@ -405,7 +405,9 @@ def data_id(dataset, images=None, folder=None):
 def file_list(folder):
     """An image folder's files (folder_files) and their sizes, a "name<tab>size" line each, which
     data_id hashes. Checkpoints keep it (compressed: DataLoader.files), so that a resume refused
-    for changed data can say what changed."""
+    for changed data can say what changed. Names are hashed and kept as the bytes the OS gave
+    (os.fsencode): a name that is not UTF-8 (Latin-1 from an old archive, say) reaches Python as a
+    string with surrogate escapes, which str.encode() refuses; UTF-8 names give the same bytes."""
     files, stats = folder
     return "\n".join(f"{f}\t{s.st_size}" for f, s in zip(files, stats))
 
@@ -415,7 +417,7 @@ def what_changed(old, new):
     if old is None or new is None:
         return "the training images differ from the run's (other digits, other --fake-data, or another folder)"
     def sizes(files):
-        return dict(line.rsplit("\t", 1) for line in zlib.decompress(files).decode().splitlines())
+        return dict(line.rsplit("\t", 1) for line in os.fsdecode(zlib.decompress(files)).splitlines())
     before, now = sizes(old), sizes(new)
     changes = {"added": [f for f in now if f not in before], "removed": [f for f in before if f not in now],
                "changed in size": [f for f in now if f in before and now[f] != before[f]]}

@@ -72,13 +72,13 @@ def run_script(main):
 class ClosedPipeSafe:
     """sys.stdout or sys.stderr, but a reader that went away (BrokenPipeError) silences it instead
     of ending the run: the file descriptor is pointed at os.devnull, so Python's own flush at exit
-    is quiet too."""
+    is quiet too. File names that are not UTF-8 are written escaped (see shown)."""
 
     def __init__(self, stream):
         self.stream = stream
 
     def write(self, text):
-        return self.unless_gone(lambda: self.stream.write(text), len(text))
+        return self.unless_gone(lambda: self.stream.write(shown(text)), len(text))
 
     def flush(self):
         self.unless_gone(lambda: self.stream.flush(), 0)
@@ -105,6 +105,16 @@ class ClosedPipeSafe:
 
     def __getattr__(self, name):  # isatty(), fileno(), encoding ...
         return getattr(self.stream, name)
+
+
+def shown(text):
+    """text with the bytes of a file name that are not UTF-8 written as \\xe9: Python holds such a
+    name (Latin-1 from an old archive, say) with surrogate escapes, which a UTF-8 terminal either
+    refuses (UnicodeEncodeError) or shows as a mangled character."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # (a lone surrogate that stands for no byte)
+        return text.encode("utf-8", "backslashreplace").decode()
 
 
 def cannot_write(e):
