@@ -21,8 +21,10 @@ import glob
 import hashlib
 import math
 import os
+import pickle
 import random
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -121,13 +123,8 @@ class DataLoader:
                 self.dataset, batch_sampler=[order[i * bs:(i + 1) * bs].tolist() for i in range(self.start, nb)],
                 num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(self.seed + self.epoch))  # leaves the global RNG alone
-            batches = iter(loader)
-            try:
-                for images, labels in batches:
-                    yield self.to_device(images), labels
-            except Exception as e:  # (raised in a worker, its traceback in its message: torch's frames here
-                del batches          # would keep the workers alive with it, and their late shutdown takes 5 s each)
-                raise e.with_traceback(None)
+            for images, labels in from_workers(loader, ", or use --workers 0 (the images are then read here)"):
+                yield self.to_device(images), labels
 
     def to_device(self, images):
         """A batch onto the device; uint8 pixels through ToTensor + Normalize there, as one lookup."""
@@ -327,11 +324,9 @@ def decode_each(dataset, per_image, names=None):
     loader = torch.utils.data.DataLoader(PerImage(dataset, per_image), batch_size=CHUNK, collate_fn=chunk,
                                          num_workers=workers, worker_init_fn=seed_worker,
                                          generator=torch.Generator())  # leaves the global RNG alone
-    with signals_held():  # (a Ctrl-C or SIGTERM handled while torch forks the workers can land in an
-        chunks = iter(loader)  # at-fork hook, which prints the exception and drops it: the command went on)
     images, labels, bad, done = None, torch.empty(len(dataset), dtype=torch.int64), [], 0
-    for k, (some, their_labels, read) in enumerate(chunks):  # (copied, not kept: each holds an open file)
-        if len(some):
+    for k, (some, their_labels, read) in enumerate(from_workers(loader)):  # (copied, not kept: each holds an
+        if len(some):                                                       # open file)
             if images is None:  # (the size of the images, once the first is read)
                 images = torch.empty((len(dataset), *some.shape[1:]), dtype=torch.uint8)
             images[done:done + len(some)] = some
@@ -344,6 +339,35 @@ def decode_each(dataset, per_image, names=None):
     if done < len(dataset):  # (some could not be read: rare, so a copy is fine)
         images, labels = images[:done].clone(), labels[:done].clone()
     return images, labels, bad
+
+
+def from_workers(loader, fix=""):
+    """Iterates over loader, whose worker processes read the images. Ctrl-C and SIGTERM are held
+    while torch starts them (one handled while it forks them can land in an at-fork hook, which
+    prints the exception and drops it: the command went on). An exception on the way (a worker's
+    error, a Ctrl-C) stops them at once: torch's frames in its traceback would keep them alive
+    until the exit, where multiprocessing kills those still starting (spawn takes seconds) and
+    torch reports that as a failure. Workers started without fork (spawn: macOS's and Windows'
+    default; forkserver: Linux's from Python 3.14) get a pickled copy of the dataset, and one that
+    cannot be pickled (a lambda in its transform, say) is one sentence, `fix` its end."""
+    batches = None
+    try:
+        with signals_held(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Got pickle error")  # (torch's own warning, before the error)
+            try:
+                batches = iter(loader)
+            except (pickle.PicklingError, AttributeError, TypeError) as e:
+                if "pickle" not in str(e):
+                    raise
+                method = loader.multiprocessing_context or torch.multiprocessing.get_start_method()
+                raise UserError(f"the dataset cannot be handed to the {loader.num_workers} processes that read its "
+                                f"images: Python starts them by {method!r}, which sends each a pickled copy "
+                                f"({first_line(e)}); define the dataset's functions (its transform's, say) at the "
+                                f"top of the script, not as a lambda or inside a function{fix}.") from None
+        yield from batches
+    except BaseException as e:  # (GeneratorExit too: the loop that read them stopped)
+        del batches
+        raise e.with_traceback(None)
 
 
 CHUNK = 256  # images a decoding worker sends at once (256 CelebA faces of 64x64: 3 MiB)

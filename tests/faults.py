@@ -4,7 +4,7 @@ In-process, a test patches common.DataLoader.__iter__ with faulty_iter(...). As 
 
     python tests/faults.py [--signal-at EPOCH:BATCH[/SIGINT,SIGINT]] [--nan-at EPOCH:BATCH]
                            [--file-size-limit-at EPOCH:BATCH/BYTES] [--signal-during-save N/SIGINT]
-                           [--draw-every SECONDS] [--agree-every N] SCRIPT.py ARGS...
+                           [--draw-every SECONDS] [--agree-every N] [--start-method METHOD] SCRIPT.py ARGS...
 
 runs SCRIPT.py's main(ARGS) as `python SCRIPT.py ARGS` would (torchrun can start it the same way).
 The faults are real: the process sends itself the signals as that batch begins (or while a
@@ -12,6 +12,8 @@ n-th checkpoint is being written), that batch is made of NaNs, or from that batc
 write no file beyond BYTES (RLIMIT_FSIZE, as `ulimit -f` sets it: a write past it fails with
 EFBIG, as on a full disk with ENOSPC). --draw-every and --agree-every set the run's intervals
 (common.pictures.DRAW_EVERY, common.run.AGREE_EVERY), so that what they trigger happens at toy size.
+--start-method sets how multiprocessing starts processes (fork, spawn, forkserver: the
+DataLoader's workers take it), as the platform's default would.
 """
 import argparse
 import importlib
@@ -66,6 +68,7 @@ for flag in ("--signal-at", "--nan-at", "--file-size-limit-at", "--signal-during
     PARSER.add_argument(flag)
 PARSER.add_argument("--draw-every", type=float)
 PARSER.add_argument("--agree-every", type=int)
+PARSER.add_argument("--start-method", choices=["fork", "spawn", "forkserver"])
 
 
 def run(script, argv, faults=()):
@@ -80,6 +83,9 @@ def run(script, argv, faults=()):
         common.pictures.DRAW_EVERY = faults.draw_every
     if faults.agree_every is not None:
         common.run.AGREE_EVERY = faults.agree_every
+    if faults.start_method:
+        import multiprocessing
+        multiprocessing.set_start_method(faults.start_method, force=True)
     sys.argv = [script, *argv]  # so that "Continue with: ..." names the script itself
     module = importlib.import_module(os.path.basename(script)[:-3])
     common.run_script(lambda: module.main(argv))

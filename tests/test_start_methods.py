@@ -1,0 +1,125 @@
+"""Workers started without fork (issue: Python 3.14 starts processes by forkserver on Linux, macOS
+and Windows by spawn, and the DataLoader takes that default). Under each, set in the test through
+multiprocessing (tests/faults.py --start-method): the first decode and --stream give fork's bits,
+a Ctrl-C or a SIGTERM during the decode stops cleanly and leaves nothing, and a transform that
+cannot be pickled is one sentence."""
+import glob
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import assert_same, call, load, make_faces, spawn, spawn_code
+
+METHODS = ["spawn", "forkserver"]
+TINY = ["--epochs", 1, "--batch-size", 100, "--ngf", 4, "--ndf", 4]
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """600 small faces: three decoding workers' worth on two cores (a chunk is 256 images)."""
+    root = str(tmp_path_factory.mktemp("faces"))
+    make_faces(os.path.join(root, "img"), n=600, size=(32, 32))
+    return root
+
+
+def fresh(faces, tmp_path):
+    """The faces as a folder of their own that no decode has cached yet (hard links: same files)."""
+    copy = str(tmp_path / "faces")
+    os.makedirs(os.path.join(copy, "img"))
+    for name in os.listdir(os.path.join(faces, "img")):
+        os.link(os.path.join(faces, "img", name), os.path.join(copy, "img", name))
+    return copy
+
+
+def run(method, *argv, env=None):
+    p = spawn("dcgan_celeba", *argv, faults=("--start-method", method), env=env)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def forked(faces, tmp_path_factory):
+    """The first decode under fork (here, in this process): the bits the others must give."""
+    outdir, default = str(tmp_path_factory.mktemp("fork")), multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("fork", force=True)
+    try:
+        assert call("dcgan_celeba", "--dataroot", fresh(faces, tmp_path_factory.mktemp("f")), "--outdir", outdir,
+                    *TINY) == 0
+    finally:
+        multiprocessing.set_start_method(default, force=True)
+    return outdir
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("how", ["decode", "stream"])
+def test_the_first_decode_and_stream_give_forks_bits(forked, faces, tmp_path, method, how):
+    dataroot = fresh(faces, tmp_path)
+    flags = ["--stream", "--workers", 2] if how == "stream" else []
+    out = run(method, "--dataroot", dataroot, "--outdir", tmp_path / "run", *TINY, *flags)
+    assert ("Decoding 600 images" in out) == (how == "decode")
+    assert_same(load(forked), load(tmp_path / "run"))
+
+
+def processes_with(marker):
+    """The processes whose environment holds marker (a spawned worker or forkserver inherits it)."""
+    found = []
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(environ, "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(environ.split("/")[2]))
+        except OSError:  # (gone meanwhile, or not ours)
+            pass
+    return found
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_during_the_decode_is_clean_and_leaves_nothing(faces, tmp_path, method, signum, code):
+    dataroot, marker = fresh(faces, tmp_path), f"GAN_TEST_MARK={tmp_path}"
+    p = spawn("dcgan_celeba", "--dataroot", dataroot, "--outdir", tmp_path / "run", *TINY,
+              faults=("--start-method", method), env={"PYTHONUNBUFFERED": "1", "GAN_TEST_MARK": str(tmp_path)})
+    for line in p.stdout:
+        if line.startswith("Decoding"):
+            break
+    deadline = time.monotonic() + 60
+    while not processes_with(marker) and time.monotonic() < deadline:  # until the workers start
+        time.sleep(0.05)
+    assert processes_with(marker), "no worker started"
+    p.send_signal(signum)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == code and "Traceback" not in err, err[-3000:]
+    assert "nothing was left unsaved" in err
+    assert glob.glob(os.path.join(dataroot, "*")) == [os.path.join(dataroot, "img")]  # no cache, no temporary
+    assert not os.path.exists(tmp_path / "run")
+    deadline = time.monotonic() + 10  # (the workers exit as the command's last act)
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_transform_that_cannot_be_pickled_is_one_sentence_naming_workers_0(faces, tmp_path, method):
+    """A learner's transforms.Lambda(lambda ...) in the tutorial's Compose, read by --workers 2."""
+    p = spawn_code(f"""
+import sys
+sys.path[:0] = [{os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r} + s for s in ("", "/tests")]
+import dcgan_celeba, faults
+image_folder = dcgan_celeba.dset.ImageFolder
+def with_a_lambda(root, transform):
+    transform.transforms.insert(2, dcgan_celeba.transforms.Lambda(lambda image: image))
+    return image_folder(root=root, transform=transform)
+dcgan_celeba.dset.ImageFolder = with_a_lambda
+faults.run("dcgan_celeba.py", {[str(a) for a in ["--dataroot", faces, "--outdir", tmp_path / "run", "--workers", 2,
+                                                 *TINY]]!r}, ["--start-method", {method!r}])
+""")
+    out, err = p.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert p.returncode == 1 and "Traceback" not in err and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("error: the dataset cannot be handed to the 2 processes that read its images: "
+                               f"Python starts them by {method!r}, which sends each a pickled copy")
+    assert "not as a lambda" in lines[0] and "--workers 0" in lines[0]
