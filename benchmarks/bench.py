@@ -300,7 +300,7 @@ def flops_per_image(script, device, tmp):
     batch, so a small batch counts what the tutorial's counts, per image, in less time."""
     from torch.utils.flop_counter import FlopCounterMode
     module = importlib.import_module(script)
-    batch = 16
+    batch = 8
     counts = []
     for n in (2 * batch, 3 * batch):
         counter = FlopCounterMode(display=False)

@@ -64,6 +64,7 @@ torch, torchvision, tqdm, matplotlib and pytest (carry its wheel to a machine wi
 import argparse
 import contextlib
 import copy
+import importlib.util
 import io
 import os
 import re
@@ -164,15 +165,17 @@ def needs(value, what):
 
 def run(report, command, env=None):
     """A command from the repository root, its output into the log; returns (exit code, output).
-    `python FILE ...` and `python -m pytest ...` start warm (benchmarks/processes.py: torch already
-    imported), torchrun as a command of its own. Past the deadline, the command and every process
-    under it get SIGTERM (torchrun passes it on to its workers; the scripts save and stop), then
-    SIGKILL, and PastDeadline is raised."""
+    `python FILE ...` and `python -m MODULE ...` (pytest, torchrun) start warm (benchmarks/processes.py:
+    torch already imported; torchrun's workers start as it starts them). Past the deadline, the
+    command and every process under it get SIGTERM (torchrun passes it on to its workers; the
+    scripts save and stop), then SIGKILL, and PastDeadline is raised."""
     report.write("$ " + " ".join(map(str, command)))
     command, env = [str(c) for c in command], {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    if command[0] == sys.executable and command[1:3] == ["-m", "pytest"]:
-        import pytest
-        command = [sys.executable, os.path.join(os.path.dirname(pytest.__file__), "__main__.py")] + command[3:]
+    if command[0] == sys.executable and command[1] == "-m":  # (the file -m runs: a package's __main__.py)
+        spec = importlib.util.find_spec(command[2])
+        main = os.path.join(os.path.dirname(spec.origin), "__main__.py") if spec.submodule_search_locations else \
+            spec.origin
+        command = [sys.executable, main] + command[3:]
     if command[0] == sys.executable and not command[1].startswith("-"):
         p = Child(command[1], command[2:], env=env, merged=True)
     else:
