@@ -98,15 +98,23 @@ def write_checkpoint(state, outdir, where):
 
 
 def load_checkpoint(outdir, script):
-    """checkpoint.pt of the run in outdir, made by `script`; under DDP rank 0 reads it and sends
-    it to the other processes."""
+    """checkpoint.pt of the run in outdir, made by `script` (one written by another of the scripts,
+    or by a version before checkpoints said which script wrote them, is refused, naming what to
+    do); under DDP rank 0 reads it and sends it to the other processes."""
     rank, world = rank_and_world()
-    if world == 1:
-        return check_script(read_checkpoint(outdir), script, outdir)
-    import torch.distributed as dist
     box = [read_checkpoint(outdir) if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    return check_script(box[0], script, outdir)
+    if world > 1:
+        import torch.distributed as dist
+        dist.broadcast_object_list(box, src=0)
+    made_by = box[0].get("script")
+    if made_by is None:
+        raise UserError(f"{outdir}/checkpoint.pt was written by an earlier version of these scripts (one that did "
+                        f"not record its script, before 2026-11), which this version does not read; continue "
+                        f"it with that version, or start a new run with --overwrite.")
+    if made_by != script:
+        raise UserError(f"this run was made by {made_by}.py; continue or sample it with {made_by}.py "
+                        f"--outdir {outdir}, or give {script}.py another --outdir.")
+    return box[0]
 
 
 def load_generator(outdir, script, build_generator, device, defaults, which=None):
@@ -196,20 +204,6 @@ def what_is_wrong(path, error):
         return ("holds Python objects other than tensors and plain data, so it is not loaded (it is not one of "
                 "this project's checkpoints)")
     return f"is unreadable, truncated or not a checkpoint ({first_line(error)[:120] or type(error).__name__})"
-
-
-def check_script(ckpt, script, outdir):
-    """Refuse a checkpoint written by another of the scripts, or by a version before checkpoints
-    said which script wrote them, naming what to do."""
-    made_by = ckpt.get("script")
-    if made_by is None:
-        raise UserError(f"{outdir}/checkpoint.pt was written by an earlier version of these scripts (one that did "
-                        f"not record its script, before 2026-11), which this version does not read; continue "
-                        f"it with that version, or start a new run with --overwrite.")
-    if made_by != script:
-        raise UserError(f"this run was made by {made_by}.py; continue or sample it with {made_by}.py "
-                        f"--outdir {outdir}, or give {script}.py another --outdir.")
-    return ckpt
 
 
 def check_settings(old, new, defaults, explain=None):

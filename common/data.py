@@ -282,9 +282,7 @@ class PerImage(torch.utils.data.Dataset):
     def __getitem__(self, i):
         try:
             with own_rng():
-                image, label = self.dataset[i]
-            if image.dim() == 2:
-                image = image.unsqueeze(0)
+                image, label = self.dataset[i]  # (PILToTensor: C x H x W, grayscale too)
             return image, label, True
         except Exception:  # PIL raises many kinds for damaged files
             return torch.zeros(0, dtype=torch.uint8), -1, False

@@ -117,10 +117,8 @@ class claim:
     def release(self):
         """Give the folder back: unlock, remove .lock, and the folder if this command made it empty."""
         if self.lock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(os.path.join(self.outdir, LOCK))  # before unlocking: see lock_folder
-            except OSError:
-                pass
             self.lock.close()
             self.lock = None
         if self.made and os.path.isdir(self.outdir) and not os.listdir(self.outdir):

@@ -60,10 +60,8 @@ def signals_held():
 
 
 def say(text):
-    try:
+    with contextlib.suppress(OSError):  # (stderr closed: nobody to tell)
         os.write(2, text.encode())
-    except OSError:  # stderr closed: nobody to tell
-        pass
 
 
 def agree(device, *flags):
