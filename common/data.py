@@ -323,8 +323,9 @@ def decode_each(dataset, per_image, names=None):
                                          num_workers=workers, worker_init_fn=seed_worker,
                                          generator=torch.Generator())  # leaves the global RNG alone
     images, labels, bad, done = None, torch.empty(len(dataset), dtype=torch.int64), [], 0
-    for k, (some, their_labels, read) in enumerate(from_workers(loader)):  # (copied, not kept: each holds an
-        if len(some):                                                       # open file)
+    # (each chunk is copied, not kept: it holds an open file)
+    for k, (some, their_labels, read) in enumerate(from_workers(loader)):
+        if len(some):
             if images is None:  # (the size of the images, once the first is read)
                 images = torch.empty((len(dataset), *some.shape[1:]), dtype=torch.uint8)
             images[done:done + len(some)] = some
