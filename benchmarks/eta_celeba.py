@@ -9,13 +9,12 @@ the pace over all the minutes watched (drawings included).
 """
 import argparse
 import os
-import platform
 import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rehearsal import FACES, Command, training  # noqa: E402
+from rehearsal import FACES, Command, print_table, training  # noqa: E402
 
 
 def main():
@@ -35,12 +34,7 @@ def main():
         run.read_until(enough)
         run.finish(signal.SIGINT)
         training(rows, run, batches_per_epoch=-(-FACES // 128), epochs=5)
-    import torch
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
-          f"{platform.python_version()}, torch {torch.__version__}\n")
-    print("| what | figure |\n|---|---|")
-    for what, figure in rows:
-        print(f"| {what} | {figure} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

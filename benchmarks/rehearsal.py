@@ -299,10 +299,15 @@ def main():
             except Exception as e:  # (one part failing still leaves the table of the others)
                 rows.append((part, f"FAILED: {type(e).__name__}: {e}"))
             log.flush()
+    print_table(rows, f"; ulimit -n {OPEN_FILES}")
+
+
+def print_table(rows, machine_note=""):
+    """The machine, then the rows as one table of what and figure."""
     import platform
     import torch
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
-          f"{platform.python_version()}, torch {torch.__version__}; ulimit -n {OPEN_FILES}\n")
+          f"{platform.python_version()}, torch {torch.__version__}{machine_note}\n")
     print("| what | figure |\n|---|---|")
     for what, figure in rows:
         print(f"| {what} | {figure} |")
