@@ -19,7 +19,8 @@ TINY = ["--epochs", 1, "--batch-size", 100, "--ngf", 4, "--ndf", 4]
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
-    """600 small faces: three decoding workers' worth on two cores (a chunk is 256 images)."""
+    """600 small faces: the first decode reads them with two workers (one per 256 images, at most
+    one per core)."""
     root = str(tmp_path_factory.mktemp("faces"))
     make_faces(os.path.join(root, "img"), n=600, size=(32, 32))
     return root
