@@ -81,7 +81,20 @@ def continue_command(world):
     """The command that continues a stopped run: this one, with --resume (and without --overwrite)."""
     argv = [a for a in sys.argv if a != "--overwrite"] + ([] if "--resume" in sys.argv else ["--resume"])
     if world == 1:
-        return shlex.join(["python"] + argv)
+        return shell_words(["python"] + argv)
     if int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world:  # torchrun on one machine
-        return shlex.join(["torchrun", "--standalone", f"--nproc_per_node={world}"] + argv)
-    return "the same torchrun command on every machine, for " + shlex.join(argv)
+        return shell_words(["torchrun", "--standalone", f"--nproc_per_node={world}"] + argv)
+    return "the same torchrun command on every machine, for " + shell_words(argv)
+
+
+def shell_words(argv):
+    """shlex.join(argv), but a word whose bytes are not UTF-8 (a Latin-1 folder name, say) written as
+    bash's $'r\\xe9sultats', which gives those bytes back when pasted."""
+    def word(arg):
+        raw = os.fsencode(arg)
+        try:
+            raw.decode("utf-8")
+            return shlex.quote(arg)
+        except UnicodeDecodeError:
+            return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in b"'\\" else f"\\x{b:02x}" for b in raw) + "'"
+    return " ".join(word(a) for a in argv)

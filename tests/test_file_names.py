@@ -3,11 +3,12 @@ Latin-1). Linux file names are bytes; Python hands such a name to the program as
 surrogate escapes. The files here are real, written through bytes paths (os.fsencode)."""
 import hashlib
 import os
+import subprocess
 
 import torch
 
 import common.data
-from conftest import call, load, make_faces
+from conftest import call, load, make_faces, spawn
 
 FACES = [b"caf\xe9.jpg", b"na\xefve.jpg", b"\xfcber.jpg"]  # café, naïve, über in Latin-1: not UTF-8
 
@@ -94,3 +95,22 @@ def test_utf8_names_keep_their_cache_keys():
     listing = "\n".join(f"{f}\t{s.st_size}" for f, s in zip(files, stats))
     assert common.data.data_id(None, folder=(files, stats)) == \
         "images-" + hashlib.sha256(listing.encode()).hexdigest()[:16]
+
+
+def test_a_stopped_run_in_a_latin1_outdir_says_a_command_that_continues_it(tmp_path):
+    """Ctrl-C (a real signal, in a process of its own): the "Continue with:" command, pasted into
+    bash, gives the folder's own bytes back, and resumes the run."""
+    dataroot, outdir = latin1(tmp_path, b"f\xe4ces"), latin1(tmp_path, b"r\xe9sultats")
+    faces_with_latin1_names(dataroot)
+    args = ["--dataroot", dataroot, "--outdir", outdir, "--batch-size", 8, "--ngf", 4, "--ndf", 4, "--workers", 0,
+            "--epochs", 2]
+    p = spawn("dcgan_celeba", *args, faults=("--signal-at", "0:1/SIGINT"))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err[-3000:]
+    command = err.split("Continue with: ")[1].splitlines()[0]
+    assert f"$'{escaped(outdir)}'" in command
+    words = subprocess.run(["bash", "-c", 'printf "%s\\0" ' + command], capture_output=True, check=True).stdout
+    words = words.split(b"\0")[:-1]
+    assert words[words.index(b"--outdir") + 1] == os.fsencode(outdir) and words[-1] == b"--resume"
+    assert call("dcgan_celeba", *[os.fsdecode(w) for w in words[words.index(b"--dataroot"):]]) == 0
+    assert load(outdir)["epoch"] == 2
