@@ -55,10 +55,10 @@ def _received_fd(dup):
     return dup.detach()
 
 
-def _child(out, err, report, cwd, env, limit, path, argv):
+def _child(out, err, report, cwd, env, limit, group, path, argv):
     """In the child: stdout and stderr onto the parent's pipes (one pipe, when err is out); the
-    folder, environment and file-size limit of the command; then FILE as __main__. Its peak memory
-    goes to `report`."""
+    folder, environment and file-size limit of the command (and a process group of its own, with
+    group: as a shell runs a command); then FILE as __main__. Its peak memory goes to `report`."""
     import multiprocessing
     import resource
     import runpy
@@ -70,6 +70,8 @@ def _child(out, err, report, cwd, env, limit, path, argv):
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # (line by line: a parent reads them as they come)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     os.chdir(cwd)
+    if group:
+        os.setpgid(0, 0)
     os.environ.clear()
     os.environ.update(env)
     if limit is not None:
@@ -88,14 +90,16 @@ def _child(out, err, report, cwd, env, limit, path, argv):
 class Child:
     """What subprocess.Popen gives, for `python path argv` started warm: stdout, stderr (None with
     merged=True: both in stdout, as stderr=STDOUT gives), pid, returncode, poll(), wait(),
-    communicate(), send_signal(), kill(); and peak_rss_mib once it ended (None if it was killed)."""
+    communicate(), send_signal(), kill(); and peak_rss_mib once it ended (None if it was killed).
+    group=True: the command leads a process group of its own (os.killpg(p.pid, ...) signals it and
+    every process it started, as a terminal's Ctrl-C does)."""
 
-    def __init__(self, path, argv=(), *, env=None, cwd=ROOT, limit=None, merged=False):
+    def __init__(self, path, argv=(), *, env=None, cwd=ROOT, limit=None, merged=False, group=False):
         (r_out, w_out), (r_report, w_report) = os.pipe(), os.pipe()
         r_err, w_err = os.pipe() if not merged else (None, None)
         self.process = forkserver().Process(target=_child, args=(
             _Fd(w_out), None if merged else _Fd(w_err), _Fd(w_report), str(cwd), {**os.environ, **(env or {})},
-            limit, os.path.join(ROOT, path), [str(a) for a in argv]))
+            limit, group, os.path.join(ROOT, path), [str(a) for a in argv]))
         self.process.start()
         for fd in (w_out, w_err, w_report):
             if fd is not None:

@@ -37,7 +37,7 @@ from .device import rank_and_world, seed_worker
 from .errors import UserError, cannot_write, first_line
 from .outdir import claim, remove_temporaries, replaced_folder
 from .pictures import plural, save_png
-from .signals import signals_held
+from .signals import deaf_children, signals_held
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -343,22 +343,23 @@ def decode_each(dataset, per_image, names=None):
 def from_workers(loader, fix=""):
     """Iterates over loader, whose worker processes read the images. Ctrl-C and SIGTERM are held
     while torch starts them (one handled while it forks them can land in an at-fork hook, which
-    prints the exception and drops it: the command went on). An exception on the way (a worker's
-    error, a Ctrl-C) stops them at once: torch's frames in its traceback would keep them alive
+    prints the exception and drops it: the command went on), and the workers never get them
+    (deaf_children: a terminal's Ctrl-C reaches them too). An exception on the way (a worker's
+    error, a Ctrl-C) stops them then: torch's frames in its traceback would keep them alive
     until the exit, where multiprocessing kills those still starting (spawn takes seconds) and
     torch reports that as a failure. Workers started without fork (spawn: macOS's and Windows'
     default; forkserver: Linux's from Python 3.14) get a pickled copy of the dataset, and one that
     cannot be pickled (a lambda in its transform, say) is one sentence, `fix` its end."""
     batches = None
     try:
-        with signals_held(), warnings.catch_warnings():
+        with signals_held(), deaf_children(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Got pickle error")  # (torch's own warning, before the error)
             try:
                 batches = iter(loader)
             except (pickle.PicklingError, AttributeError, TypeError) as e:
                 if "pickle" not in str(e):
                     raise
-                method = loader.multiprocessing_context or torch.multiprocessing.get_start_method()
+                method = (loader.multiprocessing_context or torch.multiprocessing).get_start_method()
                 raise UserError(f"the dataset cannot be handed to the {loader.num_workers} processes that read its "
                                 f"images: Python starts them by {method!r}, which sends each a pickled copy "
                                 f"({first_line(e)}); define the dataset's functions (its transform's, say) at the "
@@ -439,8 +440,8 @@ def what_changed(old, new):
     """How the training images differ from a run's, in words (old, new: DataLoader.files)."""
     if old is None or new is None:
         return "the training images differ from the run's (other digits, other --fake-data, or another folder)"
-    def sizes(files):
-        return dict(line.rsplit("\t", 1) for line in os.fsdecode(zlib.decompress(files)).splitlines())
+    def sizes(files):  # (os.fsdecode's inverse on Linux and macOS; on Windows too for names from Linux)
+        return dict(line.rsplit("\t", 1) for line in zlib.decompress(files).decode("utf-8", "surrogateescape").splitlines())
     before, now = sizes(old), sizes(new)
     changes = {"added": [f for f in now if f not in before], "removed": [f for f in before if f not in now],
                "changed in size": [f for f in now if f in before and now[f] != before[f]]}

@@ -78,7 +78,8 @@ class ClosedPipeSafe:
         self.stream = stream
 
     def write(self, text):
-        return self.unless_gone(lambda: self.stream.write(shown(text)), len(text))
+        self.unless_gone(lambda: self.stream.write(shown(text)), 0)
+        return len(text)
 
     def flush(self):
         self.unless_gone(lambda: self.stream.flush(), 0)
@@ -109,12 +110,11 @@ class ClosedPipeSafe:
 
 def shown(text):
     """text with the bytes of a file name that are not UTF-8 written as \\xe9: Python holds such a
-    name (Latin-1 from an old archive, say) with surrogate escapes, which a UTF-8 terminal either
-    refuses (UnicodeEncodeError) or shows as a mangled character."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # (a lone surrogate that stands for no byte)
-        return text.encode("utf-8", "backslashreplace").decode()
+    name (Latin-1 from an old archive, say) with surrogate escapes, U+DC80 to U+DCFF for the bytes
+    0x80 to 0xFF, which a UTF-8 terminal either refuses (UnicodeEncodeError) or shows mangled."""
+    if text.isascii():
+        return text
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in text)
 
 
 def cannot_write(e):

@@ -59,6 +59,24 @@ def signals_held():
             signal.raise_signal(signal.SIGTERM if signal.SIGTERM in came else came[0])
 
 
+@contextlib.contextmanager
+def deaf_children():
+    """Processes started during the block (the worker processes that read the images) start with
+    Ctrl-C and SIGTERM blocked, for good: a terminal's Ctrl-C reaches every process of the command,
+    and a worker that spawn or forkserver is still starting (it imports torch: seconds) would die
+    of it with a traceback, or torch report it as a failure. The command's own process stops them.
+    (Blocked in this thread only, whose signal mask a new process takes; in this process another
+    thread takes such a signal meanwhile, and its handler runs as before.)"""
+    if not hasattr(signal, "pthread_sigmask"):  # (Windows: no such signals from a terminal)
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def say(text):
     with contextlib.suppress(OSError):  # (stderr closed: nobody to tell)
         os.write(2, text.encode())

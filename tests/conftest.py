@@ -99,13 +99,13 @@ def call(script, *argv):
         assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
 
-def spawn(script, *argv, env=None, faults=(), cwd=ROOT, limit=None):
+def spawn(script, *argv, env=None, faults=(), cwd=ROOT, limit=None, group=False):
     """`python script.py argv` as a process of its own, started warm (benchmarks/processes.py).
     faults: e.g. ("--signal-at", "1:1/SIGINT"), which tests/faults.py causes in it; limit: the
-    largest file it may write, in bytes (ulimit -f)."""
+    largest file it may write, in bytes (ulimit -f); group: in a process group of its own."""
     if faults:
-        return Child("tests/faults.py", [*faults, f"{script}.py", *argv], env=env, cwd=cwd, limit=limit)
-    return Child(f"{script}.py", argv, env=env, cwd=cwd, limit=limit)
+        return Child("tests/faults.py", [*faults, f"{script}.py", *argv], env=env, cwd=cwd, limit=limit, group=group)
+    return Child(f"{script}.py", argv, env=env, cwd=cwd, limit=limit, group=group)
 
 
 def spawn_code(code):

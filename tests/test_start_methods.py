@@ -1,7 +1,7 @@
 """Workers started without fork (issue: Python 3.14 starts processes by forkserver on Linux, macOS
 and Windows by spawn, and the DataLoader takes that default). Under each, set in the test through
-multiprocessing (tests/faults.py --start-method): a Ctrl-C or a SIGTERM during the first decode
-stops cleanly and leaves nothing, the decode then gives fork's bits, so does --stream, and a
+multiprocessing (tests/faults.py --start-method): a Ctrl-C or a SIGTERM to the whole command during
+the first decode stops cleanly and leaves nothing, the decode then gives fork's bits, so does --stream, and a
 transform that cannot be pickled is one sentence."""
 import glob
 import multiprocessing
@@ -64,42 +64,55 @@ def test_stream_gives_forks_bits(forked, faces, tmp_path, method):
     assert_same(load(forked), load(tmp_path / "run"))
 
 
-def processes_with(marker):
-    """The processes whose environment holds marker (a spawned worker or forkserver inherits it)."""
-    found = []
-    for environ in glob.glob("/proc/[0-9]*/environ"):
+def in_group(pgid):
+    """{pid: command line} of the live processes of process group pgid but its leader (a process
+    that ended but was not yet reaped holds nothing: left out)."""
+    found = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
-            with open(environ, "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(environ.split("/")[2]))
-        except OSError:  # (gone meanwhile, or not ours)
+            with open(stat) as f:
+                state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+            pid = int(stat.split("/")[2])
+            if int(group) == pgid and pid != pgid and state != "Z":
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found[pid] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):  # (gone meanwhile)
             pass
     return found
+
+
+def workers_started(pgid, method):
+    """Whether the first decode's workers are there: spawn's (spawn_main), or forkserver's (forked
+    by the server, with its command line: the server and one at least)."""
+    lines = in_group(pgid).values()
+    return any("spawn_main" in c for c in lines) if method == "spawn" else sum("forkserver" in c for c in lines) >= 2
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_during_the_first_decode_is_clean_and_leaves_nothing(forked, faces, tmp_path, method, signum, code):
-    dataroot, marker = fresh(faces, tmp_path), f"GAN_TEST_MARK={tmp_path}"
+    """Ctrl-C as a terminal sends it, and SIGTERM as a scheduler's stop sends it, to every process of
+    the command (its process group), while the decode's workers start."""
+    dataroot = fresh(faces, tmp_path)
     p = spawn("dcgan_celeba", "--dataroot", dataroot, "--outdir", tmp_path / "run", *TINY,
-              faults=("--start-method", method), env={"PYTHONUNBUFFERED": "1", "GAN_TEST_MARK": str(tmp_path)})
+              faults=("--start-method", method), env={"PYTHONUNBUFFERED": "1"}, group=True)
     for line in p.stdout:
         if line.startswith("Decoding"):
             break
     deadline = time.monotonic() + 60
-    while not processes_with(marker) and time.monotonic() < deadline:  # until the workers start
-        time.sleep(0.05)
-    assert processes_with(marker), "no worker started"
-    p.send_signal(signum)
+    while not workers_started(p.pid, method) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert workers_started(p.pid, method), in_group(p.pid)
+    os.killpg(p.pid, signum)
     out, err = p.communicate(timeout=120)
     assert p.returncode == code and "Traceback" not in err, err[-3000:]
     assert "nothing was left unsaved" in err
-    assert glob.glob(os.path.join(dataroot, "*")) == [os.path.join(dataroot, "img")]  # no cache, no temporary
+    assert os.listdir(dataroot) == ["img"]  # no cache, no temporary
     assert not os.path.exists(tmp_path / "run")
     deadline = time.monotonic() + 10  # (the workers exit as the command's last act)
-    while processes_with(marker) and time.monotonic() < deadline:
+    while in_group(p.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert processes_with(marker) == []
+    assert in_group(p.pid) == {}
     if signum == signal.SIGINT:  # the same command again: the first decode, as under fork
         assert "Decoding 600 images" in run(method, "--dataroot", dataroot, "--outdir", tmp_path / "run", *TINY)
         assert_same(load(forked), load(tmp_path / "run"))
