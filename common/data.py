@@ -123,7 +123,7 @@ class DataLoader:
                 self.dataset, batch_sampler=[order[i * bs:(i + 1) * bs].tolist() for i in range(self.start, nb)],
                 num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(self.seed + self.epoch))  # leaves the global RNG alone
-            for images, labels in from_workers(loader, ", or use --workers 0 (the images are then read here)"):
+            for images, labels in from_workers(loader, or_else="use --workers 0 (the images are then read here)"):
                 yield self.to_device(images), labels
 
     def to_device(self, images):
@@ -340,7 +340,7 @@ def decode_each(dataset, per_image, names=None):
     return images, labels, bad
 
 
-def from_workers(loader, fix=""):
+def from_workers(loader, or_else=None):
     """Iterates over loader, whose worker processes read the images. Ctrl-C and SIGTERM are held
     while torch starts them (one handled while it forks them can land in an at-fork hook, which
     prints the exception and drops it: the command went on), and the workers never get them
@@ -349,7 +349,7 @@ def from_workers(loader, fix=""):
     until the exit, where multiprocessing kills those still starting (spawn takes seconds) and
     torch reports that as a failure. Workers started without fork (spawn: macOS's and Windows'
     default; forkserver: Linux's from Python 3.14) get a pickled copy of the dataset, and one that
-    cannot be pickled (a lambda in its transform, say) is one sentence, `fix` its end."""
+    cannot be pickled (a lambda in its transform, say) is one sentence (or_else: another way out)."""
     batches = None
     try:
         with signals_held(), deaf_children(), warnings.catch_warnings():
@@ -363,7 +363,8 @@ def from_workers(loader, fix=""):
                 raise UserError(f"the dataset cannot be handed to the {loader.num_workers} processes that read its "
                                 f"images: Python starts them by {method!r}, which sends each a pickled copy "
                                 f"({first_line(e)}); define the dataset's functions (its transform's, say) at the "
-                                f"top of the script, not as a lambda or inside a function{fix}.") from None
+                                f"top of the script, not as a lambda or inside a function"
+                                f"{', or ' + or_else if or_else else ''}.") from None
         yield from batches
     except BaseException as e:  # (GeneratorExit too: the loop that read them stopped)
         del batches
@@ -440,8 +441,9 @@ def what_changed(old, new):
     """How the training images differ from a run's, in words (old, new: DataLoader.files)."""
     if old is None or new is None:
         return "the training images differ from the run's (other digits, other --fake-data, or another folder)"
-    def sizes(files):  # (os.fsdecode's inverse on Linux and macOS; on Windows too for names from Linux)
-        return dict(line.rsplit("\t", 1) for line in zlib.decompress(files).decode("utf-8", "surrogateescape").splitlines())
+    def sizes(files):  # (os.fsencode's inverse on Linux and macOS, and on Windows for names from Linux)
+        lines = zlib.decompress(files).decode("utf-8", "surrogateescape").splitlines()
+        return dict(line.rsplit("\t", 1) for line in lines)
     before, now = sizes(old), sizes(new)
     changes = {"added": [f for f in now if f not in before], "removed": [f for f in before if f not in now],
                "changed in size": [f for f in now if f in before and now[f] != before[f]]}

@@ -4,10 +4,8 @@ surrogate escapes. The files here are real, written through bytes paths (os.fsen
 import os
 import subprocess
 
-import torch
-
 import common.data
-from conftest import call, load, make_faces, spawn
+from conftest import assert_same, call, load, make_faces, spawn
 
 FACES = [b"caf\xe9.jpg", b"na\xefve.jpg", b"\xfcber.jpg"]  # café, naïve, über in Latin-1: not UTF-8
 
@@ -54,9 +52,8 @@ def test_a_folder_named_in_latin1_trains_caches_resumes_and_says_what_changed(tm
             f.write(data)
     assert call("dcgan_celeba", "--dataroot", utf8, "--outdir", tmp_path / "utf8-run", *args[4:], "--epochs", 1) == 0
     assert "could not be read: img/na\xefve.jpg" in capsys.readouterr().out  # (UTF-8: as it is)
-    for net in ("netG", "netD"):
-        assert all(torch.equal(a, b) for a, b in zip(load(outdir)[net].values(),
-                                                    load(tmp_path / "utf8-run")[net].values()))
+    for net in ("netG", "netD", "optimizerG", "optimizerD"):
+        assert_same(load(outdir)[net], load(tmp_path / "utf8-run")[net])
 
     # the next start finds the cache again, and --resume recognises the folder
     assert call("dcgan_celeba", *args, "--epochs", 2, "--resume") == 0

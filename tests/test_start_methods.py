@@ -1,8 +1,8 @@
 """Workers started without fork (issue: Python 3.14 starts processes by forkserver on Linux, macOS
 and Windows by spawn, and the DataLoader takes that default). Under each, set in the test through
-multiprocessing (tests/faults.py --start-method): a Ctrl-C or a SIGTERM to the whole command during
-the first decode stops cleanly and leaves nothing, the decode then gives fork's bits, so does --stream, and a
-transform that cannot be pickled is one sentence."""
+multiprocessing (tests/faults.py --start-method): a Ctrl-C or a SIGTERM to the whole command
+during the first decode stops cleanly and leaves nothing, the decode then gives fork's bits, so
+does --stream, and a transform that cannot be pickled is one sentence."""
 import glob
 import multiprocessing
 import os
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import assert_same, call, load, make_faces, spawn, spawn_code
+from conftest import ROOT, assert_same, call, load, make_faces, spawn, spawn_code
 
 METHODS = ["spawn", "forkserver"]
 TINY = ["--epochs", 1, "--batch-size", 100, "--ngf", 4, "--ndf", 4]
@@ -35,8 +35,8 @@ def fresh(faces, tmp_path):
     return copy
 
 
-def run(method, *argv, env=None):
-    p = spawn("dcgan_celeba", *argv, faults=("--start-method", method), env=env)
+def run(method, *argv):
+    p = spawn("dcgan_celeba", *argv, faults=("--start-method", method))
     out, err = p.communicate(timeout=240)
     assert p.returncode == 0, err[-3000:]
     return out
@@ -123,7 +123,7 @@ def test_a_transform_that_cannot_be_pickled_is_one_sentence_naming_workers_0(fac
     """A learner's transforms.Lambda(lambda ...) in the tutorial's Compose, read by --workers 2."""
     p = spawn_code(f"""
 import sys
-sys.path[:0] = [{os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r} + s for s in ("", "/tests")]
+sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, "tests")!r}]
 import dcgan_celeba, faults
 image_folder = dcgan_celeba.dset.ImageFolder
 def with_a_lambda(root, transform):
